@@ -1,0 +1,154 @@
+"""Committed pass-token test vectors, in the spirit of the EU DCC test data.
+
+``python -m contract.vectors tests/vectors/pass_tokens.json`` rewrites the
+file; Ed25519 is deterministic, so the output only changes when the format
+does. Keys are derived from fixed seeds: they sign nothing real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import base45
+import cbor2
+
+from contract.token import (
+    EPOCH,
+    HOUR,
+    PREFIX,
+    SIGNATURE_LEN,
+    Keyring,
+    PublicKeyEntry,
+    SigningKey,
+    issue_token,
+)
+
+T0 = EPOCH + 500 * 24 * HOUR  # 2026-05-16T00:00Z, an arbitrary fixed "now"
+DAY = 24 * HOUR
+
+
+def vector_key(kid: int, label: str = "kiemdich test key") -> SigningKey:
+    """A deterministic key for tests and vectors (never for real passes)."""
+    return SigningKey.from_seed(kid, hashlib.sha256(f"{label} {kid}".encode()).digest())
+
+
+def _reencode(token: str, edit: Callable[[bytearray], None]) -> str:
+    raw = bytearray(base45.b45decode(token[len(PREFIX) :]))
+    edit(raw)
+    return PREFIX + base45.b45encode(bytes(raw)).decode()
+
+
+def _flip(index: int) -> Callable[[bytearray], None]:
+    def edit(raw: bytearray) -> None:
+        raw[index] ^= 0x01
+
+    return edit
+
+
+def _day_pass(key: SigningKey, declaration_id: int) -> str:
+    return issue_token(key, declaration_id=declaration_id, issued_at=T0 - DAY, expires_at=T0 + DAY)
+
+
+def build() -> dict[str, object]:
+    """All vectors with the keyring that verifies them."""
+    k1, k2 = vector_key(1), vector_key(2)
+    impostor = vector_key(1, "impostor")
+    unknown = vector_key(9)
+    ring = Keyring([k1.public(), PublicKeyEntry(**{**k2.public().model_dump(), "not_after": T0})])
+    good = _day_pass(k1, 4_000_000_001)
+    map_body = cbor2.dumps({1: 1, 2: 1, 3: 7, 4: 0, 5: 48})
+    map_token = PREFIX + base45.b45encode(map_body + k1.sign(PREFIX.encode() + map_body)).decode()
+    cases: list[dict[str, object]] = [
+        {"name": "valid", "token": good, "expected": "ok"},
+        {
+            "name": "valid_second_key",
+            "token": issue_token(k2, declaration_id=12, issued_at=T0 - HOUR, expires_at=T0 + DAY),
+            "expected": "ok",
+        },
+        {
+            "name": "retired_key_used_after_retirement",
+            "token": issue_token(k2, declaration_id=13, issued_at=T0 + HOUR, expires_at=T0 + DAY),
+            "now": T0 + 2 * HOUR,
+            "expected": "unknown_key",
+        },
+        {
+            "name": "tampered_claims",
+            "token": _reencode(good, _flip(3)),
+            "expected": "bad_signature",
+        },
+        {
+            "name": "tampered_signature",
+            "token": _reencode(good, _flip(-1)),
+            "expected": "bad_signature",
+        },
+        {
+            "name": "wrong_key_same_kid",
+            "token": issue_token(
+                impostor, declaration_id=5, issued_at=T0 - DAY, expires_at=T0 + DAY
+            ),
+            "expected": "bad_signature",
+        },
+        {
+            "name": "unknown_kid",
+            "token": issue_token(
+                unknown, declaration_id=5, issued_at=T0 - DAY, expires_at=T0 + DAY
+            ),
+            "expected": "unknown_key",
+        },
+        {
+            "name": "expired",
+            "token": issue_token(k1, declaration_id=6, issued_at=T0 - 3 * DAY, expires_at=T0 - DAY),
+            "expected": "expired",
+        },
+        {
+            "name": "not_yet_valid",
+            "token": issue_token(k1, declaration_id=7, issued_at=T0 + DAY, expires_at=T0 + 3 * DAY),
+            "expected": "not_yet_valid",
+        },
+        {"name": "revoked", "token": good, "revoked": [4_000_000_001], "expected": "revoked"},
+        {"name": "truncated_mid_triplet", "token": good[:-1], "expected": "bad_base45"},
+        {
+            "name": "truncated_whole_triplets",
+            "token": good[: len(PREFIX) + 105],
+            "expected": "bad_cbor",
+        },
+        {"name": "truncated_to_prefix", "token": PREFIX, "expected": "bad_cbor"},
+        {"name": "huge", "token": PREFIX + "A" * 10_000, "expected": "oversized"},
+        {"name": "empty", "token": "", "expected": "bad_prefix"},
+        {"name": "url", "token": "https://example.vn/khai-bao", "expected": "bad_prefix"},
+        {"name": "eu_dcc_prefix", "token": "HC1:" + good[len(PREFIX) :], "expected": "bad_prefix"},
+        {"name": "lowercase_payload", "token": PREFIX + good[4:].lower(), "expected": "bad_base45"},
+        {
+            "name": "random_bytes",
+            "token": PREFIX + base45.b45encode(hashlib.sha512(b"x").digest() * 2).decode(),
+            "expected": "bad_cbor",
+        },
+        {"name": "claims_as_map", "token": map_token, "expected": "bad_claims"},
+    ]
+    for case in cases:
+        case.setdefault("now", T0)
+        case.setdefault("revoked", [])
+    return {
+        "format": "kiemdich-token-vectors/1",
+        "note": "Generated by `python -m contract.vectors`; keys derive from fixed seeds.",
+        "keyring": json.loads(json.dumps([e.model_dump() for e in ring.entries()])),
+        "signature_len": SIGNATURE_LEN,
+        "vectors": cases,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the vectors file given as the only argument."""
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "tests/vectors/pass_tokens.json")
+    out.write_text(json.dumps(build(), indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
