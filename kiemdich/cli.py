@@ -15,6 +15,8 @@ from collections.abc import Sequence
 # (module with a ``register(subparsers)``, extra that provides it)
 GROUPS: list[tuple[str, str]] = [
     ("contract.cli", "core"),
+    ("aggregator.db.migrate", "aggregator"),
+    ("simulators.cli", "sim"),
 ]
 _OURS = {"contract", "edge", "aggregator", "simulators", "kiemdich"}
 

@@ -1,0 +1,1 @@
+"""The aggregator's SQL store: schema, engines, migrations, data functions."""

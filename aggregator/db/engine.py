@@ -1,0 +1,83 @@
+"""Engines for the two supported stores: SQLite (embedded default) and PostgreSQL (scale)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+DEFAULT_URL = "sqlite:///var/kiemdich.db"
+URL_ENV = "KIEMDICH_DB_URL"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def default_url() -> str:
+    """The database URL from ``KIEMDICH_DB_URL``, else the embedded SQLite file."""
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url``, sending every PostgreSQL URL to the psycopg 3 driver.
+
+    Raises ``ValueError`` for a backend other than SQLite or PostgreSQL.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return parsed
+    raise ValueError(
+        f"Chỉ hỗ trợ SQLite và PostgreSQL / only SQLite and PostgreSQL are supported: {backend!r}"
+    )
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Hand transaction control to SQLAlchemy (pysqlite's implicit BEGIN skips
+    # DDL and SAVEPOINT handling); BEGIN is emitted by the "begin" hook below.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL is crash-safe (a power cut may lose the last commits, never corrupt).
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` (default: :func:`default_url`).
+
+    SQLite gets WAL, ``synchronous=NORMAL``, enforced foreign keys and a busy
+    timeout on every connection, and its parent directory is created.
+    ``postgresql://`` URLs are rewritten to psycopg 3. Extra keyword arguments
+    go to :func:`sqlalchemy.create_engine`.
+    """
+    parsed = normalize_url(url if url is not None else default_url())
+    if parsed.get_backend_name() == "sqlite":
+        if _is_memory(parsed):
+            # One shared connection, or every checkout would see an empty database.
+            kwargs.setdefault("poolclass", StaticPool)
+            kwargs.setdefault("connect_args", {"check_same_thread": False})
+        elif parsed.database:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **kwargs)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **kwargs)
