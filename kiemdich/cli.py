@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # (module with a ``register(subparsers)``, extra that provides it)
 GROUPS: list[tuple[str, str]] = [
     ("contract.cli", "core"),
+    ("edge.cli", "edge"),
     ("aggregator.db.migrate", "aggregator"),
     ("simulators.cli", "sim"),
 ]
