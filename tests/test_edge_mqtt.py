@@ -1,8 +1,8 @@
 """The edge MQTT link against a real mosquitto: delivery through faults, will, auth, ACL.
 
 Each fault test prints sent / delivered / duplicates / lost through ``figures``.
-Brokers run with ``user root`` so that, when the suite runs as root,
-mosquitto keeps the rights to write its persistence file in the test's
+The broker fixture runs mosquitto with ``user root`` when the suite runs as
+root, so it keeps the right to write its persistence file in the test's
 directory (it otherwise drops to the ``mosquitto`` user and silently fails).
 """
 
