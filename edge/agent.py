@@ -361,6 +361,14 @@ class EdgeAgent:
 
     # -- status --------------------------------------------------------------------------
 
+    def status_passages(self) -> int:
+        """Passages the vision path has produced since start."""
+        return self._processor.stats.passages
+
+    def local_verdict_ms(self) -> list[float]:
+        """Frame-capture-to-local-verdict times of recent passages, in ms (oldest first)."""
+        return list(self._local_latency_ms)
+
     def status(self) -> DeviceStatus:
         """The device status as it would be published now."""
         assert self.outbox is not None
