@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system venv test lint fmt demo bench clean
+.PHONY: help system venv test lint fmt demo bench screenshots clean
 
 help:
 	@echo "make demo    run broker, aggregator, simulated gates (http://127.0.0.1:8000)"
 	@echo "make test    lint + the full test suite"
 	@echo "make bench   benchmarks (prints our figures beside their baselines)"
+	@echo "make screenshots   refresh docs/screenshots/ from the browser tests"
 	@echo "make lint | fmt | clean"
 
 system:
@@ -41,6 +42,9 @@ test: venv
 
 demo: venv
 	$(BIN)/kiemdich demo
+
+screenshots: venv
+	KIEMDICH_SCREENSHOTS=1 $(BIN)/python -m pytest -m browser -q
 
 bench: venv
 	$(BIN)/python -m benchmarks

@@ -6,7 +6,9 @@ Tests report measured facts (token size, QR version, ...) through the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,25 @@ def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
         _FIGURES.append(f"{request.node.nodeid.split('::')[-1]}: {line}")
 
     return record
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+@pytest.fixture
+def screenshot_path(tmp_path: Path) -> Callable[[str], Path]:
+    """Where a browser test saves a screenshot.
+
+    ``docs/screenshots/`` only when ``KIEMDICH_SCREENSHOTS=1`` (``make screenshots``),
+    so an ordinary test run never rewrites tracked files.
+    """
+
+    def path(name: str) -> Path:
+        folder = SCREENSHOTS if os.environ.get("KIEMDICH_SCREENSHOTS") == "1" else tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+    return path
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

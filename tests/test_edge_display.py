@@ -35,7 +35,6 @@ from edge.display import (
     terminal_line,
 )
 
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "gate-display-red.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -336,7 +335,8 @@ def test_command_hook_timeout(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
-def test_gate_display_in_headless_chromium(displays) -> None:
+def test_gate_display_in_headless_chromium(displays, screenshot_path) -> None:
+    shot = screenshot_path("gate-display-red.png")
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed")
@@ -361,8 +361,7 @@ def test_gate_display_in_headless_chromium(displays) -> None:
             page.wait_for_function(
                 "getComputedStyle(document.body).backgroundColor === 'rgb(195, 29, 29)'"
             )
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            page.screenshot(path=str(shot))
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
