@@ -16,6 +16,7 @@ from collections.abc import Sequence
 GROUPS: list[tuple[str, str]] = [
     ("contract.cli", "core"),
     ("edge.cli", "edge"),
+    ("aggregator.cli", "aggregator"),
     ("aggregator.db.migrate", "aggregator"),
     ("simulators.cli", "sim"),
 ]

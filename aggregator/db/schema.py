@@ -180,6 +180,13 @@ class ScopeKind(StrEnum):
     PROVINCE = "province"
 
 
+# Statuses that put a citizen's current declarations on the gates' deny-list.
+DENIED_STATUSES = (HealthStatus.F0, HealthStatus.F1, HealthStatus.DECEASED)
+FLAGGED_STATUS_SQL = "health_status IN ({})".format(
+    ", ".join(f"'{s.value}'" for s in DENIED_STATUSES)
+)
+
+
 def _one_of(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
     listed = ", ".join(f"'{v.value}'" for v in values)
     return CheckConstraint(f"{column} IN ({listed})", name=name)
@@ -260,6 +267,14 @@ citizens = Table(
     Index("ix_citizens_full_name_folded", "full_name_folded"),
     Index("ix_citizens_permanent_ward_code", "permanent_ward_code"),
     Index("ix_citizens_temporary_ward_code", "temporary_ward_code"),
+    # The deny-list publisher's change detection polls these every few seconds.
+    Index("ix_citizens_updated_at", "updated_at"),
+    Index(
+        "ix_citizens_flagged",
+        "health_status",
+        sqlite_where=text(FLAGGED_STATUS_SQL),
+        postgresql_where=text(FLAGGED_STATUS_SQL),
+    ),
 )
 
 declarations = Table(
@@ -324,6 +339,8 @@ devices = Table(
     Column("last_seen_at", UTCDateTime()),
     Column("last_seq", BigInteger),
     Column("state", String(16), nullable=False, default="unknown", server_default="unknown"),
+    # Device clock minus the aggregator's at the last status message (positive: ahead).
+    Column("clock_skew_s", Float),
     UniqueConstraint("mqtt_username"),
     _one_of("direction", DeviceDirection, "direction"),
     CheckConstraint("lane >= 0", name="lane_non_negative"),
@@ -350,6 +367,9 @@ passages = Table(
     Column("verdict", String(8), nullable=False),
     Column("reason", String(32), nullable=False),
     Column("quality", Float),
+    # Set only when the device's clock was ahead of ours beyond the threshold:
+    # seen_at is then suspect (and token validity was judged at received_at).
+    Column("clock_skew_s", Float),
     _one_of("direction", Direction, "direction"),
     _one_of("verdict", Color, "verdict"),
     CheckConstraint("lane >= 0", name="lane_non_negative"),
@@ -482,4 +502,15 @@ checkpoint_minute_rollups = Table(
     Column("flagged", Integer, nullable=False, default=0, server_default=text("0")),
     PrimaryKeyConstraint("checkpoint_id", "minute", "direction"),
     _one_of("direction", Direction, "direction"),
+)
+
+# One row per deny-list published: the revision sequence shared by every
+# aggregator process, so revisions only ever increase.
+deny_list_revisions = Table(
+    "deny_list_revisions",
+    metadata,
+    Column("revision", BigIntId, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False),
+    Column("entries", Integer, nullable=False),
+    _created_at(),
 )

@@ -1,0 +1,1 @@
+"""One router per resource; ``aggregator.api.app.ROUTERS`` lists those served."""

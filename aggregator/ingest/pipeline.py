@@ -1,0 +1,182 @@
+"""One batch from raw messages to committed rows, without MQTT.
+
+:meth:`IngestPipeline.prepare` does the work that needs no database (parse,
+clock skew, token signatures) once per batch; :meth:`IngestPipeline.store`
+runs one transaction (device check, one registry query, verdicts, writes) and
+can be called again with the same prepared batch after a database error.
+
+A batch the database refuses for its data (an integrity or data error: a row
+this code did not foresee) is split into single events, each in its own
+transaction, and the one refused goes to the dead letters with the error:
+one bad event never blocks the stream, and nothing is dropped unrecorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, IntegrityError
+
+from aggregator.ingest.lookup import device_states, registry_records
+from aggregator.ingest.tokens import TokenVerifier
+from aggregator.ingest.validate import (
+    DeadLetter,
+    DeadLetterReason,
+    Inbound,
+    check_device,
+    dead_letter,
+    parse_scan,
+    skew_to_record,
+)
+from aggregator.ingest.verdicts import decide, is_authentic
+from aggregator.ingest.writer import Accepted, WriteResult, write_batch
+from contract.messages import ScanEvent
+from contract.token import Verification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A well-formed scan event, its token checked, awaiting the database."""
+
+    item: Inbound
+    event: ScanEvent
+    verification: Verification
+    judged_at: datetime
+    clock_skew_s: float | None
+
+
+@dataclass
+class Prepared:
+    """A batch after the work that needs no database."""
+
+    parsed: list[Parsed] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did (``result`` holds the new passages and alerts)."""
+
+    result: WriteResult
+    letters: list[DeadLetter]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class IngestPipeline:
+    """Turns batches of scan messages into stored passages."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        verifier: TokenVerifier,
+        *,
+        clock_skew_threshold_s: float = 30.0,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.engine = engine
+        self.verifier = verifier
+        self.clock_skew_threshold_s = clock_skew_threshold_s
+        self._clock = clock
+
+    def prepare(self, items: Sequence[Inbound]) -> Prepared:
+        """Parse, measure skew and check token signatures (no database)."""
+        prepared = Prepared()
+        for item in items:
+            event = parse_scan(item)
+            if isinstance(event, DeadLetter):
+                prepared.letters.append(event)
+                continue
+            skew = skew_to_record(event.seen_at, item.received_at, self.clock_skew_threshold_s)
+            # A clock running ahead would make valid passes look not yet valid
+            # (and shift the rollups): judge such a scan at its arrival instead.
+            judged_at = event.seen_at if skew is None else item.received_at
+            verification = self.verifier.verify(event.token, at=int(judged_at.timestamp()))
+            prepared.parsed.append(Parsed(item, event, verification, judged_at, skew))
+        return prepared
+
+    def _store_once(self, prepared: Prepared) -> BatchOutcome:
+        letters = list(prepared.letters)
+        # Reads in their own short transaction, so the write transaction
+        # below starts with a write: on SQLite a transaction that reads first
+        # cannot wait for the write lock (SQLITE_BUSY_SNAPSHOT) and would fail
+        # whenever another writer committed in between.
+        with self.engine.connect() as conn:
+            known = device_states(conn, device_ids={p.event.device_id for p in prepared.parsed})
+            valid: list[Parsed] = []
+            for p in prepared.parsed:
+                state = known.get(p.event.device_id)
+                refused = check_device(p.item, p.event, state.checkpoint_id if state else None)
+                if refused is None:
+                    valid.append(p)
+                else:
+                    letters.append(refused)
+            wanted = {
+                p.verification.claims.declaration_id
+                for p in valid
+                if p.verification.claims is not None and is_authentic(p.verification)
+            }
+            records = registry_records(conn, declaration_ids=wanted)
+        accepted = []
+        for p in valid:
+            claims = p.verification.claims
+            declaration_id = claims.declaration_id if claims is not None else None
+            record = records.get(declaration_id) if declaration_id is not None else None
+            accepted.append(
+                Accepted(
+                    event=p.event,
+                    received_at=p.item.received_at,
+                    decision=decide(p.verification, record, p.judged_at),
+                    declaration_id=declaration_id,
+                    judged_at=p.judged_at,
+                    clock_skew_s=p.clock_skew_s,
+                )
+            )
+        with self.engine.begin() as conn:
+            result = write_batch(conn, accepted=accepted, letters=letters, now=self._clock())
+        return BatchOutcome(result, letters)
+
+    def store(self, prepared: Prepared) -> BatchOutcome:
+        """Commit the batch in one transaction (split up only if the data is refused).
+
+        Raises the database's error for anything else (connection lost,
+        locked, deadlock...): the caller retries the same prepared batch.
+        """
+        try:
+            return self._store_once(prepared)
+        except (IntegrityError, DataError) as exc:
+            if len(prepared.parsed) + len(prepared.letters) <= 1:
+                return self._store_refused(prepared, exc)
+            log.warning("batch refused by the database, storing event by event: %s", exc.orig)
+        merged = BatchOutcome(WriteResult(), [])
+        singles = [Prepared(parsed=[p]) for p in prepared.parsed]
+        singles += [Prepared(letters=[d]) for d in prepared.letters]
+        for single in singles:
+            outcome = self.store(single)
+            merged.letters += outcome.letters
+            r, o = merged.result, outcome.result
+            r.stored += o.stored
+            r.duplicates += o.duplicates
+            r.alerts += o.alerts
+            r.notifications += o.notifications
+            r.dead_letters += o.dead_letters
+            r.gaps_opened += o.gaps_opened
+            r.seqs_filled += o.seqs_filled
+        return merged
+
+    def _store_refused(self, prepared: Prepared, exc: IntegrityError | DataError) -> BatchOutcome:
+        items = [p.item for p in prepared.parsed] + [
+            Inbound(d.topic, d.payload, d.received_at) for d in prepared.letters
+        ]
+        detail = f"{type(exc.orig).__name__}: {exc.orig}"
+        log.error("event refused by the database, kept as a dead letter: %s", detail)
+        letters = [dead_letter(item, DeadLetterReason.STORE_REJECTED, detail) for item in items]
+        return self._store_once(Prepared(letters=letters))
