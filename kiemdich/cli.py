@@ -18,6 +18,7 @@ GROUPS: list[tuple[str, str]] = [
     ("edge.cli", "edge"),
     ("aggregator.cli", "aggregator"),
     ("aggregator.db.migrate", "aggregator"),
+    ("aggregator.broker", "aggregator"),
     ("simulators.cli", "sim"),
 ]
 _OURS = {"contract", "edge", "aggregator", "simulators", "kiemdich"}

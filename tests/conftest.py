@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.keys",
     "tests.fixtures.db",
     "tests.fixtures.mqtt",
+    "tests.fixtures.tsdb",
 ]
 
 _FIGURES: list[str] = []
