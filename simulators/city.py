@@ -158,6 +158,9 @@ class CityConfig(BaseModel):
     status_interval_s: float = Field(default=30.0, gt=0)
     token_sample: int = Field(default=200_000, ge=1)
     connect_timeout_s: float = Field(default=30.0, gt=0)
+    exclude_devices: tuple[str, ...] = Field(
+        default=(), description="devices driven by something else (real edge agents in the demo)"
+    )
 
     def kind_shares(self) -> dict[TokenKind, float]:
         """Probability of each kind of code (clear takes the rest)."""
@@ -235,6 +238,20 @@ def build_layout(gates: int, *, seed: int = 0) -> CityLayout:
                 lane += 1
             lanes[(g, direction)] = tuple(indices)
     return CityLayout(tuple(sites), tuple(devices), lanes)
+
+
+def without_devices(layout: CityLayout, exclude: set[str]) -> CityLayout:
+    """The layout minus ``exclude`` (still registered; their lanes get no simulated traffic)."""
+    unknown = exclude - {d.id for d in layout.devices}
+    if unknown:
+        raise CityError(f"thiết bị không có / unknown devices: {', '.join(sorted(unknown))}")
+    kept = [d for d in layout.devices if d.id not in exclude]
+    index = {d.id: i for i, d in enumerate(kept)}
+    lanes = {
+        key: tuple(index[layout.devices[i].id] for i in members if layout.devices[i].id in index)
+        for key, members in layout.lanes.items()
+    }
+    return CityLayout(layout.gates, tuple(kept), lanes)
 
 
 # --- codes -------------------------------------------------------------------
@@ -410,6 +427,8 @@ class TrafficModel:
         for i in range(n):
             direction = Direction.IN if inbound[i] else Direction.OUT
             lanes = self.layout.lanes[(int(gates[i]), direction)]
+            if not lanes:  # every lane of this side is driven by a real agent
+                continue
             device = lanes[min(int(lane_pick[i] * len(lanes)), len(lanes) - 1)]
             kind = self.kinds[int(kinds[i])]
             yield PlannedScan(
@@ -1058,6 +1077,8 @@ def run_city(
 ) -> CityReport:
     """Prepare (unless given) and run one simulation; returns its report."""
     layout, passwords = prepared or prepare(config)
+    if config.exclude_devices:
+        layout = without_devices(layout, set(config.exclude_devices))
     pools = load_token_pools(config.population_dir, sample=config.token_sample, seed=config.seed)
     now = time.time()
     sim_start = config.start.timestamp() if config.start else now
@@ -1123,6 +1144,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--status-interval", type=float, default=d["status_interval_s"].default, help="s"
     )
+    parser.add_argument(
+        "--exclude-device",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a device driven by a real edge agent: registered, but no simulated traffic",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -1160,6 +1188,7 @@ def _run(args: argparse.Namespace) -> int:
             garbage_share=args.garbage_share,
             dropout_per_hour=args.dropout_per_hour,
             status_interval_s=args.status_interval,
+            exclude_devices=tuple(args.exclude_device),
         )
         config.kind_shares()
         prepared = prepare(config)

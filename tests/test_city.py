@@ -431,3 +431,17 @@ def test_wrong_credentials_fail_clearly(
     )
     with pytest.raises(CityError, match=r"Not authorized|no answer"):
         run_city(config)
+
+
+def test_excluded_devices_get_no_simulated_traffic() -> None:
+    from simulators.city import CityError, build_layout, without_devices
+
+    layout = build_layout(3)
+    one_in = [d.id for d in layout.devices if d.direction.value == "in"][:1]
+    trimmed = without_devices(layout, set(one_in))
+    assert one_in[0] not in {d.id for d in trimmed.devices}
+    assert len(trimmed.devices) == len(layout.devices) - 1
+    for members in trimmed.lanes.values():
+        assert all(0 <= i < len(trimmed.devices) for i in members)
+    with pytest.raises(CityError, match="unknown devices"):
+        without_devices(layout, {"no-such-device"})
