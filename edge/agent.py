@@ -333,6 +333,8 @@ class EdgeAgent:
         merged = Keyring(self._keyring.entries())
         for entry in document.keys:
             merged.add(entry)
+        if merged.entries() == self._keyring.entries():
+            return  # the retained keyring comes again on every reconnect
         self._keyring = merged
         try:
             merged.save(self.config.verify.keyring)

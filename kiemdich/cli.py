@@ -20,6 +20,7 @@ GROUPS: list[tuple[str, str]] = [
     ("aggregator.db.migrate", "aggregator"),
     ("aggregator.broker", "aggregator"),
     ("simulators.cli", "sim"),
+    ("kiemdich.demo", "sim"),
 ]
 _OURS = {"contract", "edge", "aggregator", "simulators", "kiemdich"}
 

@@ -273,3 +273,20 @@ def test_agent_killed_with_broker_down_loses_nothing(
         f"{len(stored) - len(lost)}, lost {len(lost)}"
     )
     assert delivered and not lost
+
+
+def test_keyring_message_rewrites_the_file_only_when_it_adds_keys(
+    tmp_path: Path, mosquitto: Broker, make_token: Callable[..., str], keyring: Keyring
+) -> None:
+    from contract.token import KeyringFile
+    from contract.vectors import vector_key
+
+    scenario = scenario_file(tmp_path, [make_token() for _ in range(12)], seconds=2.0)
+    agent = EdgeAgent(load_config(write_config(tmp_path, mosquitto, scenario, keyring)))
+    path = tmp_path / "keyring.json"
+    before = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    agent._on_keyring(KeyringFile(keys=keyring.entries()))  # the same keys again
+    assert path.stat().st_mtime_ns == before
+    agent._on_keyring(KeyringFile(keys=[vector_key(2).public()]))  # a rotation
+    assert len(Keyring.load(path)) == 2
