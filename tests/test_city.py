@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import shutil
@@ -397,17 +398,30 @@ def auth_broker(tmp_path: Path, population: Population) -> Iterator[tuple[int, C
     proc.wait(timeout=10)
 
 
+def _all_ended_offline(messages: list[tuple[str, bytes]], layout: CityLayout) -> bool:
+    last: dict[str, str] = {}
+    for topic, payload in messages:
+        if topic.endswith("/status") and payload:
+            last[topic.split("/")[3]] = json.loads(payload).get("state", "")
+    return all(last.get(d.id) == DeviceState.OFFLINE.value for d in layout.devices)
+
+
 def test_city_devices_log_in_as_themselves_and_leave_wills(
     population: Population, auth_broker: tuple[int, CityConfig]
 ) -> None:
     port, config = auth_broker
     collector = Collector(port, "aggregator", "agg")
     report = run_city(config)
+    layout = build_layout(5, seed=8)
     messages = collector.drain()
+    # The last wills and offline statuses may trail the run on a loaded machine:
+    # wait for the condition, not for a quiet gap.
+    deadline = time.monotonic() + 15
+    while not _all_ended_offline(messages, layout) and time.monotonic() < deadline:
+        messages += collector.drain(quiet_s=0.5)
     collector.close()
     assert report.refused == 0
     assert report.outages > 0
-    layout = build_layout(5, seed=8)
     states = _check_traffic(messages, layout, report.planned)
     assert set(states) == {d.id for d in layout.devices}
     # Each drop-out ended with the broker publishing the device's will, and it came back.
