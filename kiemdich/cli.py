@@ -43,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     missing = []
     for module_name, extra in GROUPS:
+        # A group's register() may import its own dependencies (the sim group
+        # needs SQLAlchemy), so both steps are guarded. argparse cannot take a
+        # subparser back, so registration works on a scratch parser first.
+        scratch = argparse.ArgumentParser().add_subparsers()
         try:
-            module = importlib.import_module(module_name)
+            importlib.import_module(module_name).register(scratch)
         except ModuleNotFoundError as exc:
             # Only a missing third-party package means "extra not installed";
             # a missing module of our own is a bug and must surface.
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             missing.append(f"{module_name.split('.')[0]}: pip install '.[{extra}]' ({exc.name})")
             continue
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     if missing:
         parser.epilog = "not installed here: " + "; ".join(missing)
     return parser
