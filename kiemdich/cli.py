@@ -19,6 +19,7 @@ GROUPS: list[tuple[str, str]] = [
     ("aggregator.cli", "aggregator"),
     ("aggregator.db.migrate", "aggregator"),
     ("aggregator.broker", "aggregator"),
+    ("aggregator.auth.cli", "aggregator"),
     ("simulators.cli", "sim"),
     ("kiemdich.demo", "sim"),
 ]

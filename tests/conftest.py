@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.mqtt",
     "tests.fixtures.tsdb",
+    "tests.fixtures.web",
 ]
 
 _FIGURES: list[str] = []

@@ -14,10 +14,11 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from aggregator.api.routes import health
+from aggregator.api.routes import admin, auth, health
 from aggregator.service import AggregatorService
+from aggregator.web.errors import install_error_handlers
 
-ROUTERS: list[APIRouter] = [health.router]
+ROUTERS: list[APIRouter] = [health.router, auth.router, admin.router]
 
 
 def create_app(service: AggregatorService) -> FastAPI:
@@ -40,6 +41,8 @@ def create_app(service: AggregatorService) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    # Refusals: the login page or an error page for people, JSON for /api/*.
+    install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -223,6 +223,7 @@ officers = Table(
     Column("role", String(24), nullable=False),
     Column("active", Boolean, nullable=False, default=True, server_default=text("true")),
     _created_at(),
+    Column("last_login_at", UTCDateTime()),
     UniqueConstraint("username"),
     _one_of("role", Role, "role"),
 )
@@ -335,6 +336,10 @@ devices = Table(
     Column("direction", String(4), nullable=False),
     Column("mqtt_username", String(64), nullable=False),
     Column("mqtt_password_hash", String(255), nullable=False),
+    # The same password in mosquitto's own ``$7$`` format, kept for devices whose
+    # credentials the admin screens issued, so the broker's password file can be
+    # rewritten from the registry (the plain password is shown once, never stored).
+    Column("mqtt_broker_hash", String(255)),
     _created_at(),
     Column("last_seen_at", UTCDateTime()),
     Column("last_seq", BigInteger),
@@ -478,6 +483,40 @@ audit_log = Table(
     Column("ip", String(45)),
     Index("ix_audit_log_at", "at"),
     Index("ix_audit_log_officer_id_at", "officer_id", "at"),
+    # "Who looked at citizen X" and "every export this month" (the audit viewer's filters).
+    Index("ix_audit_log_subject_at", "subject", "at"),
+    Index("ix_audit_log_action_at", "action", "at"),
+)
+
+# Server-side login sessions: the browser holds a random token (cookie or Bearer);
+# only its SHA-256 is stored, so a copy of this table opens no session.
+officer_sessions = Table(
+    "officer_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("officer_id", BigInteger, ForeignKey("officers.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    _created_at(),
+    Column("last_seen_at", UTCDateTime(), nullable=False, default=_now),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("ip", String(45)),
+    Column("user_agent", String(200)),
+    Index("ix_officer_sessions_officer_id", "officer_id"),
+    Index("ix_officer_sessions_expires_at", "expires_at"),
+)
+
+# Failed logins, counted per username and per client address by the rate limiter;
+# kept in the database so every aggregator process sees the same counts.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigIntId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, default=_now),
+    Column("username", String(64), nullable=False),
+    Column("ip", String(45), nullable=False),
+    Index("ix_login_failures_username_at", "username", "at"),
+    Index("ix_login_failures_ip_at", "ip", "at"),
+    Index("ix_login_failures_at", "at"),
 )
 
 dead_letters = Table(
