@@ -260,10 +260,42 @@ def _services(specs: list[str], environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _registry_hashes(db_url: str) -> dict[str, str]:
+    """Broker hashes of the devices issued on the admin pages (the registry keeps them)."""
+    if not db_url:
+        raise ValueError("--registry cần --db hoặc KIEMDICH_DB_URL / needs --db or KIEMDICH_DB_URL")
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from aggregator.auth.device_credentials import broker_hashes
+    from aggregator.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return broker_hashes(conn)
+    except SQLAlchemyError as exc:
+        raise ValueError(f"không đọc được CSDL / cannot read the registry: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def _merge_issued(passwd: Path, issued: Mapping[str, str]) -> None:
+    """Add (or replace) the registry-issued devices' lines; every other line is kept."""
+    from aggregator.auth.device_credentials import merge_password_lines
+
+    lines = merge_password_lines(passwd.read_text(encoding="utf-8"), issued)
+    _write_atomic(passwd, "\n".join(lines) + "\n", 0o600)
+
+
 def _cmd_files(args: argparse.Namespace) -> int:
     try:
         services = _services(args.service, os.environ)
         devices = load_credentials(args.credentials) if args.credentials else {}
+        issued = (
+            _registry_hashes(args.db or os.environ.get("KIEMDICH_DB_URL", ""))
+            if args.registry
+            else {}
+        )
         out: Path = args.out
         out.mkdir(parents=True, exist_ok=True)
         if args.layout == "docker":
@@ -279,11 +311,13 @@ def _cmd_files(args: argparse.Namespace) -> int:
             conf = write_broker_files(
                 out, port=args.port, devices=devices.items(), services=services, bind=args.bind
             )
+        if issued:
+            _merge_issued(out / PASSWORD_FILE, issued)
     except (OSError, ValueError) as exc:
         print(f"Lỗi / error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"Đã ghi / wrote {conf} ({len(devices)} thiết bị / devices, "
+        f"Đã ghi / wrote {conf} ({len(devices) + len(issued)} thiết bị / devices, "
         f"{len(services)} dịch vụ / services)\n  mosquitto -c {conf}"
     )
     return 0
@@ -313,6 +347,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="local",
         help="local: paths under --out; docker: the docker-compose paths (/mosquitto/...)",
     )
+    files.add_argument(
+        "--registry",
+        action="store_true",
+        help="also the devices issued on the admin pages: their broker hashes are in the "
+        "registry at --db or $KIEMDICH_DB_URL",
+    )
+    files.add_argument("--db", metavar="URL", help="the registry (default $KIEMDICH_DB_URL)")
     files.add_argument("--port", type=int, default=1883, help="local layout only")
     files.add_argument("--bind", default="127.0.0.1", help="local layout only")
     files.set_defaults(func=_cmd_files)

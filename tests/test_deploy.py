@@ -421,11 +421,11 @@ def _in_container_paths(args: list[str], mounts: Mounts) -> list[str]:
     return [mounts.host_path(a) if a.startswith("/") else a for a in args]
 
 
-def run_broker_init(rendered: dict[str, Any], volumes: Path) -> None:
+def run_broker_init(rendered: dict[str, Any], volumes: Path, db_url: str) -> None:
     """broker-init's command as the compose file has it, on the test's volume directories."""
     service = rendered["services"]["broker-init"]
     args = _in_container_paths(service["command"], Mounts.of(service, volumes))
-    result = _run_kiemdich(args, _env(service))
+    result = _run_kiemdich(args, {**_env(service), "KIEMDICH_DB_URL": db_url})
     assert result.returncode == 0, result.stderr
 
 
@@ -515,6 +515,37 @@ def connack(port: int, username: str | None, password: str | None) -> int:
     return answered[0]
 
 
+def _issue_admin_device(db_url: str, device_id: str) -> Any:
+    from aggregator.auth.device_credentials import issue_device
+    from aggregator.db.engine import make_engine
+    from aggregator.db.fleet import upsert_checkpoint
+    from aggregator.db.migrate import upgrade
+    from aggregator.db.schema import CheckpointKind, DeviceDirection
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            upsert_checkpoint(
+                conn,
+                id="hn-admin-gate",
+                name="Chốt thử / test gate",
+                kind=CheckpointKind.SIDE_ROAD,
+                ward_code=337,
+                lat=20.95,
+                lon=105.84,
+            )
+            return issue_device(
+                conn,
+                device_id=device_id,
+                checkpoint_id="hn-admin-gate",
+                lane=0,
+                direction=DeviceDirection.IN,
+            )
+    finally:
+        engine.dispose()
+
+
 def test_broker_runs_with_the_files_compose_mounts(
     rendered: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -526,7 +557,10 @@ def test_broker_runs_with_the_files_compose_mounts(
         "/var/lib/kiemdich/devices/credentials.json"
     )
     creds.write_text(json.dumps(devices))
-    run_broker_init(rendered, volumes)
+    # A gate issued on the admin page exists only in the registry (its broker hash).
+    db_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    issued = _issue_admin_device(db_url, "hn-admin-gate-1")
+    run_broker_init(rendered, volumes, db_url)
 
     broker_mounts = Mounts.of(services["mosquitto"], volumes)
     # The config and ACL mosquitto gets are the repository's files...
@@ -543,7 +577,7 @@ def test_broker_runs_with_the_files_compose_mounts(
     assert passwd == written / "passwd"
     assert passwd.stat().st_mode & 0o777 == 0o600
     accounts = {line.split(":")[0] for line in passwd.read_text().splitlines()}
-    assert accounts == {*devices, "aggregator"}
+    assert accounts == {*devices, issued.device_id, "aggregator"}
     assert set(re.findall(r"^user (\S+)$", acl.read_text(), re.M)) == {"aggregator"}
 
     broker = start_compose_broker(rendered, volumes, tmp_path)
@@ -552,6 +586,7 @@ def test_broker_runs_with_the_files_compose_mounts(
         assert connack(broker.port, "aggregator", password) == 0
         device, device_password = next(iter(devices.items()))
         assert connack(broker.port, device, device_password) == 0
+        assert connack(broker.port, issued.mqtt_username, issued.mqtt_password) == 0
         assert connack(broker.port, None, None) == NOT_AUTHORIZED
         assert connack(broker.port, "aggregator", "changeme") == NOT_AUTHORIZED
     finally:
@@ -684,7 +719,7 @@ def test_every_dashboard_query_returns_data_after_a_simulated_city(
     assert result.returncode == 0, result.stdout + result.stderr
 
     # broker-init picks up the gates' accounts; mosquitto runs with the compose files.
-    run_broker_init(rendered, volumes)
+    run_broker_init(rendered, volumes, db_url)
     broker = start_compose_broker(rendered, volumes, tmp_path)
 
     # aggregator-1 as compose configures it (production), with the sim profile's keyring.

@@ -17,7 +17,7 @@ How a device created on the admin page reaches the broker:
 3. :func:`reload_broker` sends SIGHUP to the broker whose pid file is
    ``KIEMDICH_WEB_BROKER_PID_FILE``: mosquitto rereads its password file
    without dropping connections. Without a pid file (broker in another
-   container) the page says to reload it (``docker compose kill -s HUP broker``).
+   container) the page says to reload it (``docker compose kill -s HUP mosquitto``).
 
 The ACL needs no change: its ``pattern`` lines already give every device
 rights on its own topics only.

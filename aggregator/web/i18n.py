@@ -311,9 +311,9 @@ STRINGS: dict[str, dict[Lang, str]] = {
     },
     "admin.devices.broker_no_reload": {
         "vi": "Chưa cấu hình tệp pid của broker: hãy cho broker nạp lại "
-        "(kill -HUP, hoặc docker compose kill -s HUP broker).",
+        "(kill -HUP, hoặc docker compose kill -s HUP mosquitto).",
         "en": "No broker pid file configured: make the broker reload "
-        "(kill -HUP, or docker compose kill -s HUP broker).",
+        "(kill -HUP, or docker compose kill -s HUP mosquitto).",
     },
     "admin.devices.broker_unset": {
         "vi": "Chưa cấu hình tệp mật khẩu broker (KIEMDICH_WEB_BROKER_PASSWD_FILE): "
