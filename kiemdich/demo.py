@@ -283,6 +283,23 @@ status_interval_s: 5
     return config
 
 
+def _demo_accounts(paths: DemoPaths) -> None:
+    """One officer account per role (public demo passwords), listed for the banner."""
+    from aggregator.auth.cli import ensure_demo
+    from aggregator.db.engine import make_engine
+
+    engine = make_engine(paths.db_url)
+    try:
+        with engine.begin() as conn:
+            demos = ensure_demo(conn)
+    finally:
+        engine.dispose()
+    lines = [f"{d.username:18} {d.password:20} {d.role.value}" for d in demos]
+    target = paths.secrets / "demo-accounts.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")
+
+
 def prepare(paths: DemoPaths, *, citizens: int, agents: int) -> dict[str, object]:
     """Build everything the processes need; idempotent."""
     from aggregator.broker import write_broker_files
@@ -298,6 +315,7 @@ def prepare(paths: DemoPaths, *, citizens: int, agents: int) -> dict[str, object
         devices=passwords.items(),
         services={"aggregator": aggregator_password},
     )
+    _demo_accounts(paths)
     devices = _agent_devices(passwords, agents)
     clear, f0 = _demo_tokens(paths)
     configs = []
