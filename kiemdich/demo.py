@@ -33,11 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEMO_DIR = Path("var/demo")
-HTTP_PORT = 8000
-MQTT_PORT = 18830
-VM_PORT = 18428
 AGENTS = 3
 CITIZENS = 50_000
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the demo listens (all on 127.0.0.1)."""
+
+    http: int = 8000
+    mqtt: int = 18830
+    tsdb: int = 18428
+    displays: int = 8081  # gate display of agent i: displays + i
+    metrics: int = 9109  # agent metrics: metrics + i
 
 
 @dataclass
@@ -234,7 +242,9 @@ def _demo_tokens(paths: DemoPaths) -> tuple[list[str], list[str]]:
     return clear, f0
 
 
-def _write_agent(paths: DemoPaths, index: int, device_id: str, tokens: list[str]) -> Path:
+def _write_agent(
+    paths: DemoPaths, ports: Ports, index: int, device_id: str, tokens: list[str]
+) -> Path:
     """Scenario and config of one real edge agent."""
     from simulators.city import build_layout
     from simulators.gatecam.scene import Camera, TrafficParams, build_scenario
@@ -271,12 +281,12 @@ verify:
   denylist_cache: {(folder / "denylist.json").resolve()}
 mqtt:
   host: 127.0.0.1
-  port: {MQTT_PORT}
+  port: {ports.mqtt}
   username: {device_id}
   password: ${{KIEMDICH_MQTT_PASSWORD}}
 outbox: {{path: {(folder / "outbox.sqlite3").resolve()}}}
-display: {{web: {{host: 127.0.0.1, port: {8081 + index}}}}}
-metrics: {{host: 127.0.0.1, port: {9109 + index}}}
+display: {{web: {{host: 127.0.0.1, port: {ports.displays + index}}}}}
+metrics: {{host: 127.0.0.1, port: {ports.metrics + index}}}
 status_interval_s: 5
 """
     )
@@ -300,7 +310,7 @@ def _demo_accounts(paths: DemoPaths) -> None:
     target.write_text("\n".join(lines) + "\n")
 
 
-def prepare(paths: DemoPaths, *, citizens: int, agents: int) -> dict[str, object]:
+def prepare(paths: DemoPaths, ports: Ports, *, citizens: int, agents: int) -> dict[str, object]:
     """Build everything the processes need; idempotent."""
     from aggregator.broker import write_broker_files
 
@@ -311,7 +321,7 @@ def prepare(paths: DemoPaths, *, citizens: int, agents: int) -> dict[str, object
     aggregator_password = _secret(paths.secrets / "aggregator")
     conf = write_broker_files(
         paths.broker,
-        port=MQTT_PORT,
+        port=ports.mqtt,
         devices=passwords.items(),
         services={"aggregator": aggregator_password},
     )
@@ -324,7 +334,7 @@ def prepare(paths: DemoPaths, *, citizens: int, agents: int) -> dict[str, object
         tokens = clear[i * 200 : (i + 1) * 200]
         if i == 0:
             tokens = [tokens[0], f0[0], *tokens[1:]]
-        configs.append((device_id, _write_agent(paths, i, device_id, tokens)))
+        configs.append((device_id, _write_agent(paths, ports, i, device_id, tokens)))
     return {
         "broker_conf": conf,
         "aggregator_password": aggregator_password,
@@ -333,10 +343,10 @@ def prepare(paths: DemoPaths, *, citizens: int, agents: int) -> dict[str, object
     }
 
 
-def run(paths: DemoPaths, *, citizens: int, agents: int, city_rate: float) -> int:
+def run(paths: DemoPaths, ports: Ports, *, citizens: int, agents: int, city_rate: float) -> int:
     """Prepare, start everything, wait for Ctrl-C, stop in reverse."""
     print("kiemdich demo — chuẩn bị / preparing", flush=True)
-    plan = prepare(paths, citizens=citizens, agents=agents)
+    plan = prepare(paths, ports, citizens=citizens, agents=agents)
     sup = Supervisor()
     stop = {"now": False}
 
@@ -354,19 +364,19 @@ def run(paths: DemoPaths, *, citizens: int, agents: int, city_rate: float) -> in
                 "victoria-metrics",
                 [
                     vm,
-                    f"-httpListenAddr=127.0.0.1:{VM_PORT}",
+                    f"-httpListenAddr=127.0.0.1:{ports.tsdb}",
                     f"-storageDataPath={paths.tsdb}",
                     "-retentionPeriod=1y",
                     "-search.latencyOffset=5s",
                 ],
                 logs / "victoria-metrics.log",
             ),
-            ready=_http_ok(f"http://127.0.0.1:{VM_PORT}/health"),
+            ready=_http_ok(f"http://127.0.0.1:{ports.tsdb}/health"),
         )
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         sup.start(
             Child("mosquitto", [mosquitto, "-c", str(plan["broker_conf"])], logs / "mosquitto.log"),
-            ready=_port_open(MQTT_PORT),
+            ready=_port_open(ports.mqtt),
         )
         sup.start(
             Child(
@@ -379,7 +389,7 @@ def run(paths: DemoPaths, *, citizens: int, agents: int, city_rate: float) -> in
                     "--db",
                     paths.db_url,
                     "--mqtt-port",
-                    str(MQTT_PORT),
+                    str(ports.mqtt),
                     "--mqtt-username",
                     "aggregator",
                     "--mqtt-password-env",
@@ -391,14 +401,14 @@ def run(paths: DemoPaths, *, citizens: int, agents: int, city_rate: float) -> in
                     "--http-host",
                     "127.0.0.1",
                     "--http-port",
-                    str(HTTP_PORT),
+                    str(ports.http),
                     "--tsdb-url",
-                    f"http://127.0.0.1:{VM_PORT}",
+                    f"http://127.0.0.1:{ports.tsdb}",
                 ),
                 logs / "aggregator.log",
                 env={"KIEMDICH_DEMO_AGGREGATOR_PASSWORD": str(plan["aggregator_password"])},
             ),
-            ready=_http_ok(f"http://127.0.0.1:{HTTP_PORT}/readyz"),
+            ready=_http_ok(f"http://127.0.0.1:{ports.http}/readyz"),
             wait_s=120,
         )
         passwords = plan["passwords"]
@@ -418,7 +428,7 @@ def run(paths: DemoPaths, *, citizens: int, agents: int, city_rate: float) -> in
             "sim",
             "city",
             "--port",
-            str(MQTT_PORT),
+            str(ports.mqtt),
             "--population-dir",
             str(paths.population),
             "--out",
@@ -436,7 +446,7 @@ def run(paths: DemoPaths, *, citizens: int, agents: int, city_rate: float) -> in
         for device_id in agent_ids:
             city_args += ["--exclude-device", device_id]
         sup.start(Child("city simulator", _kiemdich(*city_args), logs / "city.log"))
-        _banner(paths, plan)
+        _banner(paths, ports, plan)
         while not stop["now"]:
             dead = sup.dead()
             if dead is not None:
@@ -452,19 +462,19 @@ def run(paths: DemoPaths, *, citizens: int, agents: int, city_rate: float) -> in
         sup.stop_all()
 
 
-def _banner(paths: DemoPaths, plan: dict[str, object]) -> None:
+def _banner(paths: DemoPaths, ports: Ports, plan: dict[str, object]) -> None:
     agents = plan["agents"]
     assert isinstance(agents, list)
     lines = [
         "",
         "══ kiemdich đang chạy / running ══",
-        f"  Màn hình / screens:      http://127.0.0.1:{HTTP_PORT}/",
-        f"  Chỉ số / metrics:        http://127.0.0.1:{HTTP_PORT}/metrics",
-        f"  VictoriaMetrics:         http://127.0.0.1:{VM_PORT}/vmui/",
-        f"  MQTT broker:             127.0.0.1:{MQTT_PORT} (auth + ACL)",
+        f"  Màn hình / screens:      http://127.0.0.1:{ports.http}/",
+        f"  Chỉ số / metrics:        http://127.0.0.1:{ports.http}/metrics",
+        f"  VictoriaMetrics:         http://127.0.0.1:{ports.tsdb}/vmui/",
+        f"  MQTT broker:             127.0.0.1:{ports.mqtt} (auth + ACL)",
     ]
     for i, (device_id, _config) in enumerate(agents):
-        lines.append(f"  Màn hình cổng / gate {device_id}: http://127.0.0.1:{8081 + i}/")
+        lines.append(f"  Màn hình cổng / gate {device_id}: http://127.0.0.1:{ports.displays + i}/")
     accounts_file = paths.secrets / "demo-accounts.txt"
     accounts = accounts_file.read_text() if accounts_file.exists() else ""
     if accounts:
@@ -486,13 +496,29 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--citizens", type=int, default=CITIZENS)
     parser.add_argument("--agents", type=int, default=AGENTS, help="real edge agents")
     parser.add_argument("--city-rate", type=float, default=5.0, help="city scans per second")
+    defaults = Ports()
+    for name in ("http", "mqtt", "tsdb", "displays", "metrics"):
+        parser.add_argument(
+            f"--{name}-port", type=int, default=getattr(defaults, name), dest=f"port_{name}"
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.fresh and args.dir.exists():
         shutil.rmtree(args.dir)
+    ports = Ports(
+        http=args.port_http,
+        mqtt=args.port_mqtt,
+        tsdb=args.port_tsdb,
+        displays=args.port_displays,
+        metrics=args.port_metrics,
+    )
     return run(
-        DemoPaths(args.dir), citizens=args.citizens, agents=args.agents, city_rate=args.city_rate
+        DemoPaths(args.dir),
+        ports,
+        citizens=args.citizens,
+        agents=args.agents,
+        city_rate=args.city_rate,
     )
 
 
