@@ -14,11 +14,18 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from aggregator.api.routes import admin, auth, health
+from aggregator.api.routes import admin, alerts, auth, command, health, monitor
 from aggregator.service import AggregatorService
 from aggregator.web.errors import install_error_handlers
 
-ROUTERS: list[APIRouter] = [health.router, auth.router, admin.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    auth.router,
+    admin.router,
+    alerts.router,
+    monitor.router,
+    command.router,
+]
 
 
 def create_app(service: AggregatorService) -> FastAPI:

@@ -39,6 +39,7 @@ from aggregator.auth.sessions import (
     SessionState,
     resolve_session,
 )
+from aggregator.db.engine import in_transaction
 from aggregator.db.schema import Role
 from aggregator.web.i18n import both
 from aggregator.web.settings import WebSettings, web_settings
@@ -137,8 +138,8 @@ def presented_token(request: Request) -> tuple[str | None, bool]:
 
 
 def _lookup(engine: Engine, token: str, policy: SessionPolicy) -> SessionLookup:
-    with engine.begin() as conn:
-        return resolve_session(conn, token=token, policy=policy)
+    # Reads, then may touch last_seen_at: retried whole on a stale SQLite snapshot.
+    return in_transaction(engine, lambda conn: resolve_session(conn, token=token, policy=policy))
 
 
 async def find_session(request: Request) -> tuple[SessionLookup, bool] | None:

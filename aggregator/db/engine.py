@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
 DEFAULT_URL = "sqlite:///var/kiemdich.db"
@@ -81,3 +84,29 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **kwargs)
+
+
+T = TypeVar("T")
+_SQLITE_RETRIES = 6
+
+
+def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in one transaction, retried whole when SQLite cannot upgrade its snapshot.
+
+    On SQLite (WAL), a transaction that read and then writes (an audit row, a
+    session's last use) fails at once with "database is locked" when another
+    connection committed a write since its read began: a snapshot cannot be
+    upgraded and the busy timeout does not apply. The whole unit is then run
+    again on a fresh snapshot, a few times with a growing pause. PostgreSQL
+    never takes this path.
+    """
+    for attempt in range(_SQLITE_RETRIES):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except OperationalError as exc:
+            retry = engine.dialect.name == "sqlite" and "database is locked" in str(exc.orig)
+            if not retry or attempt == _SQLITE_RETRIES - 1:
+                raise
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")
