@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system venv test lint fmt demo bench screenshots clean
+.PHONY: help system venv test lint fmt demo bench screenshots reliability clean
 
 help:
 	@echo "make demo    run broker, aggregator, simulated gates (http://127.0.0.1:8000)"
 	@echo "make test    lint + the full test suite"
 	@echo "make bench   benchmarks (prints our figures beside their baselines)"
+	@echo "make reliability   fault scenarios: sent / stored / duplicates / lost (docs/reliability.md)"
 	@echo "make screenshots   refresh docs/screenshots/ from the browser tests"
 	@echo "make lint | fmt | clean"
 
@@ -42,6 +43,9 @@ test: venv
 
 demo: venv
 	$(BIN)/kiemdich demo
+
+reliability: venv
+	$(BIN)/python scripts/reliability.py
 
 screenshots: venv
 	KIEMDICH_SCREENSHOTS=1 $(BIN)/python -m pytest -m browser -q

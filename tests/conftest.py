@@ -6,6 +6,7 @@ Tests report measured facts (token size, QR version, ...) through the
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ pytest_plugins = [
 ]
 
 _FIGURES: list[str] = []
+_RELIABILITY: list[dict[str, object]] = []
+RELIABILITY_JSON_ENV = "KIEMDICH_RELIABILITY_JSON"
 
 
 @pytest.fixture
@@ -31,6 +34,48 @@ def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
         _FIGURES.append(f"{request.node.nodeid.split('::')[-1]}: {line}")
 
     return record
+
+
+Reliability = Callable[..., None]
+
+
+@pytest.fixture
+def reliability(figures: Callable[[str], None]) -> Reliability:
+    """Record one fault scenario's outcome for ``make reliability`` (and the figures)."""
+
+    def record(
+        *,
+        scenario: str,
+        sent: int,
+        stored: int,
+        duplicates: int,
+        lost: int,
+        recover_s: float | None = None,
+    ) -> None:
+        _RELIABILITY.append(
+            {
+                "scenario": scenario,
+                "sent": sent,
+                "stored": stored,
+                "duplicates": duplicates,
+                "lost": lost,
+                "recover_s": None if recover_s is None else round(recover_s, 2),
+            }
+        )
+        recovered = "" if recover_s is None else f", recovered in {recover_s:.1f} s"
+        figures(
+            f"{scenario}: sent {sent} / stored {stored} / duplicates {duplicates} / "
+            f"lost {lost}{recovered}"
+        )
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Leave the reliability rows where ``make reliability`` asked for them."""
+    target = os.environ.get(RELIABILITY_JSON_ENV)
+    if target:
+        Path(target).write_text(json.dumps(_RELIABILITY, indent=2, ensure_ascii=False))
 
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"

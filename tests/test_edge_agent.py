@@ -227,12 +227,13 @@ def _outbox_items(path: Path) -> list[ScanEvent]:
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_agent_killed_with_broker_down_loses_nothing(
     tmp_path: Path,
     mosquitto: Broker,
     make_token: Callable[..., str],
     keyring: Keyring,
-    figures: Callable[[str], None],
+    reliability: Callable[..., None],
 ) -> None:
     tokens = [make_token(declaration_id=2000 + i) for i in range(12)]
     scenario = scenario_file(tmp_path, tokens, seconds=10.0)
@@ -257,20 +258,26 @@ def test_agent_killed_with_broker_down_loses_nothing(
     collector = ScanCollector(mosquitto)
     # Restart the agent on the same outbox; it drains the backlog first.
     again = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    restarted = time.monotonic()
     try:
         delivered = collector.wait_for(
             lambda events: {e.event_id for e in events} >= {e.event_id for e in stored},
             timeout=30,
         )
+        recover_s = time.monotonic() - restarted
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(20)
         collector.close()
     got = {e.event_id for e in collector.events}
     lost = {e.event_id for e in stored} - got
-    figures(
-        f"killed with {len(stored)} passages in the outbox: delivered after restart "
-        f"{len(stored) - len(lost)}, lost {len(lost)}"
+    reliability(
+        scenario="edge agent SIGKILLed while the broker was down, both back",
+        sent=len(stored),
+        stored=len(stored) - len(lost),
+        duplicates=len(collector.events) - len(got),
+        lost=len(lost),
+        recover_s=recover_s,
     )
     assert delivered and not lost
 

@@ -222,11 +222,12 @@ def start_link(
     return link
 
 
+@pytest.mark.reliability
 def test_every_event_arrives_exactly_once(
     mosquitto_factory: BrokerFactory,
     outbox: Outbox,
     cleanup: ExitStack,
-    figures: Callable[[str], None],
+    reliability: Callable[..., None],
 ) -> None:
     broker = mosquitto_factory()
     listener = Listener(broker, [ALL_SCANS])
@@ -239,8 +240,12 @@ def test_every_event_arrives_exactly_once(
     wait_until(lambda: listener.distinct() == len(sent), "all scans delivered")
     wait_until(lambda: outbox.depth() == 0, "outbox drained")
     total, delivered, duplicates, lost = listener.report(sent)
-    figures(
-        f"no fault: sent {total} / delivered {delivered} / duplicates {duplicates} / lost {lost}"
+    reliability(
+        scenario="edge → broker, no fault",
+        sent=total,
+        stored=delivered,
+        duplicates=duplicates,
+        lost=lost,
     )
     assert (delivered, duplicates, lost) == (total, 0, 0)
     assert set(listener.event_ids.values()) == {1}
@@ -261,6 +266,7 @@ class Outage:
     depth_before_restart: int
     link: MqttLink
     listener: Listener
+    recover_s: float  # broker restarted -> outbox drained
 
 
 def broker_outage(
@@ -302,25 +308,37 @@ def broker_outage(
         unacked = {item.seq for item in outbox.pending(10_000)}
         depth_before_restart = outbox.depth()
         broker.restart()
+        restarted = time.monotonic()
         producer.join(timeout=WAIT_S)
     finally:
         stop.set()
         producer.join()
     assert len(sent) == total
     wait_until(lambda: outbox.depth() == 0, "backlog drained after the restart")
+    recover_s = time.monotonic() - restarted
     assert link.stats().connects >= 2
-    return Outage(sent, unacked, depth_at_outage, depth_before_restart, link, listener)
+    return Outage(sent, unacked, depth_at_outage, depth_before_restart, link, listener, recover_s)
 
 
+@pytest.mark.reliability
 def test_broker_restarted_mid_stream_loses_nothing(
     mosquitto_factory: BrokerFactory,
     outbox: Outbox,
     cleanup: ExitStack,
     figures: Callable[[str], None],
+    reliability: Callable[..., None],
 ) -> None:
     out = broker_outage(mosquitto_factory, outbox, cleanup, sigkill=False)
     wait_until(lambda: out.listener.report(out.sent)[3] == 0, "every scan delivered")
     total, delivered, duplicates, lost = out.listener.report(out.sent)
+    reliability(
+        scenario="broker stopped and restarted mid-stream (edge link)",
+        sent=total,
+        stored=delivered,
+        duplicates=duplicates,
+        lost=lost,
+        recover_s=out.recover_s,
+    )
     figures(
         f"broker SIGTERM+restart: sent {total} / delivered {delivered} / duplicates "
         f"{duplicates} / lost {lost} (outbox {out.depth_at_outage} -> "
@@ -330,11 +348,13 @@ def test_broker_restarted_mid_stream_loses_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_broker_killed_mid_stream_edge_loses_nothing(
     mosquitto_factory: BrokerFactory,
     outbox: Outbox,
     cleanup: ExitStack,
     figures: Callable[[str], None],
+    reliability: Callable[..., None],
 ) -> None:
     out = broker_outage(mosquitto_factory, outbox, cleanup, sigkill=True)
     # mosquitto keeps queued messages in memory and snapshots them only now
@@ -346,6 +366,14 @@ def test_broker_killed_mid_stream_edge_loses_nothing(
     wait_until(lambda: out.listener.report(must_arrive)[3] == 0, "every unacknowledged scan")
     total, delivered, duplicates, lost = out.listener.report(out.sent)
     lost_by_edge = out.listener.report(must_arrive)[3]
+    reliability(
+        scenario="broker SIGKILLed mid-stream: lost by the edge",
+        sent=total,
+        stored=total - lost_by_edge,
+        duplicates=duplicates,
+        lost=lost_by_edge,
+        recover_s=out.recover_s,
+    )
     figures(
         f"broker SIGKILL: sent {total} / delivered {delivered} / duplicates {duplicates} / "
         f"lost {lost}: {lost - lost_by_edge} acknowledged by the killed broker before it died, "
@@ -449,11 +477,12 @@ class EdgeChild:
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_edge_killed_mid_stream_then_restarted_delivers_all(
     mosquitto_factory: BrokerFactory,
     tmp_path: Path,
     cleanup: ExitStack,
-    figures: Callable[[str], None],
+    reliability: Callable[..., None],
 ) -> None:
     broker = mosquitto_factory()
     listener = Listener(broker, [ALL_SCANS])
@@ -464,6 +493,7 @@ def test_edge_killed_mid_stream_then_restarted_delivers_all(
     first.kill()
     sent = set(first.enqueued)
     delivered_before = listener.distinct()
+    assert delivered_before > 0, "the kill must come mid-stream, after some deliveries"
     assert len(sent) == 2000
     assert not first.drained.is_set(), "killed while draining"
 
@@ -473,9 +503,12 @@ def test_edge_killed_mid_stream_then_restarted_delivers_all(
     wait_until(lambda: listener.report(sent)[3] == 0, "every reported scan delivered")
     second.terminate()
     total, delivered, duplicates, lost = listener.report(sent)
-    figures(
-        f"edge SIGKILL: sent {total} / delivered {delivered} / duplicates {duplicates} / "
-        f"lost {lost} ({delivered_before} delivered before the kill)"
+    reliability(
+        scenario="edge agent SIGKILLed mid-stream, restarted",
+        sent=total,
+        stored=delivered,
+        duplicates=duplicates,
+        lost=lost,
     )
     assert lost == 0
 
@@ -625,9 +658,7 @@ def _password_broker(mosquitto_factory: BrokerFactory, tmp_path: Path) -> Broker
         "pattern read kd/v1/revocations\n"
         "pattern read kd/v1/keyring\n"
     )
-    return mosquitto_factory(
-        extra=f"password_file {pw}\nacl_file {acl}", anonymous=False
-    )
+    return mosquitto_factory(extra=f"password_file {pw}\nacl_file {acl}", anonymous=False)
 
 
 def test_wrong_password_keeps_events_and_reports_the_error(
