@@ -14,7 +14,17 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from aggregator.api.routes import admin, alerts, auth, command, health, monitor
+from aggregator.api.routes import (
+    admin,
+    alerts,
+    auth,
+    command,
+    declare,
+    health,
+    inbox,
+    monitor,
+    registry,
+)
 from aggregator.service import AggregatorService
 from aggregator.web.errors import install_error_handlers
 
@@ -25,6 +35,9 @@ ROUTERS: list[APIRouter] = [
     alerts.router,
     monitor.router,
     command.router,
+    declare.router,
+    registry.router,
+    inbox.router,
 ]
 
 

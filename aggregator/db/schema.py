@@ -553,3 +553,16 @@ deny_list_revisions = Table(
     Column("entries", Integer, nullable=False),
     _created_at(),
 )
+
+# Requests to the public (no login) forms, counted per client address by the
+# rate limiter of aggregator.db.declarations; shared by every aggregator process.
+public_requests = Table(
+    "public_requests",
+    metadata,
+    Column("id", BigIntId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, default=_now),
+    Column("bucket", String(32), nullable=False),
+    Column("ip", String(45), nullable=False),
+    Index("ix_public_requests_bucket_ip_at", "bucket", "ip", "at"),
+    Index("ix_public_requests_at", "at"),
+)

@@ -399,21 +399,21 @@ def _validated(strings: Mapping[str, Mapping[str, str]], source: str) -> dict[st
     return out
 
 
-def _merge_live() -> None:
-    try:
-        live = importlib.import_module("aggregator.web.i18n_live")
-    except ModuleNotFoundError as exc:
-        if exc.name != "aggregator.web.i18n_live":
-            raise
-        return
-    extra = _validated(live.STRINGS, "aggregator/web/i18n_live.py")
-    if clash := sorted(set(extra) & set(STRINGS)):
-        raise ValueError(f"i18n_live: khoá trùng / keys defined twice: {clash}")
-    STRINGS.update(extra)
+# Feature screens keep their texts in their own modules (a ``STRINGS`` dict each).
+FEATURE_STRINGS = ("aggregator.web.i18n_live", "aggregator.web.i18n_registry")
+
+
+def _merge_features() -> None:
+    for name in FEATURE_STRINGS:
+        module = importlib.import_module(name)
+        extra = _validated(module.STRINGS, name)
+        if clash := sorted(set(extra) & set(STRINGS)):
+            raise ValueError(f"{name}: khoá trùng / keys defined twice: {clash}")
+        STRINGS.update(extra)
 
 
 STRINGS = _validated(STRINGS, __name__)
-_merge_live()
+_merge_features()
 
 
 def has_key(key: str) -> bool:
