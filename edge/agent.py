@@ -11,6 +11,9 @@ Threads (each owns its state; they meet only through thread-safe objects):
   PUBACK; hand verdicts, deny-lists, config and keyrings to the handlers
   below, which only swap state.
 * ``status`` (here): the retained status every ``status_interval_s``.
+* ``watchdog`` (here, only under a systemd ``WatchdogSec=``): ``WATCHDOG=1``
+  at half the interval while :meth:`EdgeAgent.liveness` is healthy, so
+  systemd restarts an agent whose decode thread died or whose camera stays down.
 * display and metrics servers.
 
 Start-up is a plain ordered list of steps; shutdown runs them in reverse.
@@ -42,7 +45,7 @@ from contract.messages import (
     Verdict,
 )
 from contract.token import Keyring, KeyringFile, verify_token
-from edge import __version__
+from edge import __version__, systemd
 from edge.camera import Camera, Frame
 from edge.config import EdgeConfig, UpdateRefusedError, apply_update
 from edge.denylist import DenyListStore
@@ -50,6 +53,7 @@ from edge.display import GateDisplay
 from edge.health import (
     EdgeMetrics,
     Health,
+    HealthReport,
     HealthServer,
     camera_check,
     outbox_check,
@@ -104,6 +108,17 @@ class EdgeAgent:
         self._processor_lock = threading.Lock()
         self._decode_thread: threading.Thread | None = None
         self._status_thread: threading.Thread | None = None
+        self._watchdog_thread: threading.Thread | None = None
+        self._watchdog_s = systemd.watchdog_interval()
+        self._watchdog_unhealthy = False
+        # What a restart can cure, checked the same way as /healthz. A failing
+        # outbox is not here: a restart would lose the events it holds in memory.
+        self._liveness = Health(
+            {
+                "camera": camera_check(self.camera.stats, config.metrics.camera_down_s),
+                "decode": thread_check("decode", self._decode_alive),
+            }
+        )
         self._health_server: HealthServer | None = None
         self._decode_ms: deque[float] = deque(maxlen=_RECENT_DECODES)
         self._local_latency_ms: deque[float] = deque(maxlen=_RECENT_DECODES)
@@ -130,6 +145,8 @@ class EdgeAgent:
             Step("decode", self._start_decode, self._join_decode),
             Step("status", self._start_status, self._join_status),
         ]
+        if self._watchdog_s is not None:
+            steps.append(Step("watchdog", self._start_watchdog, self._join_watchdog))
         return steps
 
     def start(self) -> None:
@@ -162,7 +179,10 @@ class EdgeAgent:
             signal.signal(sig, lambda *_: self._stop.set())
         self.start()
         log.info("edge agent %s running at %s", self.config.device.id, self.display.url)
+        systemd.notify("READY=1")
+        systemd.status(self.status_line())
         self._stop.wait()
+        systemd.notify("STOPPING=1")
         self.stop()
         return 0
 
@@ -239,6 +259,50 @@ class EdgeAgent:
     def _join_status(self) -> None:
         if self._status_thread is not None:
             self._status_thread.join(timeout=10)
+
+    def _start_watchdog(self) -> None:
+        self._watchdog_thread = threading.Thread(
+            target=self._watchdog_loop, name="watchdog", daemon=True
+        )
+        self._watchdog_thread.start()
+
+    def _join_watchdog(self) -> None:
+        if self._watchdog_thread is not None:
+            self._watchdog_thread.join(timeout=10)
+
+    # -- systemd watchdog ----------------------------------------------------------------
+
+    def liveness(self) -> HealthReport:
+        """What gates the systemd watchdog: decode thread running, camera not down too long."""
+        return self._liveness.report()
+
+    def watchdog_tick(self) -> bool:
+        """Send ``WATCHDOG=1`` if the agent is live; True when it was sent.
+
+        While unhealthy nothing is sent, so systemd kills and restarts the agent
+        once ``WatchdogSec`` passes; the reasons go to the log and ``STATUS=``.
+        """
+        report = self.liveness()
+        if not report.healthy:
+            reasons = "; ".join(report.reasons)
+            if not self._watchdog_unhealthy:
+                log.error("unhealthy, withholding the systemd watchdog: %s", reasons)
+            self._watchdog_unhealthy = True
+            systemd.status(f"unhealthy / không khỏe: {reasons}")
+            return False
+        if self._watchdog_unhealthy:
+            log.info("healthy again, resuming the systemd watchdog")
+            self._watchdog_unhealthy = False
+            systemd.status(self.status_line())
+        return systemd.notify("WATCHDOG=1")
+
+    def _watchdog_loop(self) -> None:
+        assert self._watchdog_s is not None
+        # Half the interval, as sd_watchdog_enabled(3) advises: one late tick is not a restart.
+        period = self._watchdog_s / 2
+        self.watchdog_tick()
+        while not self._stop.wait(period):
+            self.watchdog_tick()
 
     # -- decode path ---------------------------------------------------------------------
 
@@ -405,12 +469,25 @@ class EdgeAgent:
             alarms=sorted(set(alarms)),
         )
 
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: camera, decode rate, outbox depth, broker link."""
+        cam = self.camera.stats()
+        depth = self.outbox.stats().depth if self.outbox is not None else 0
+        linked = self.link is not None and self.link.connected
+        return (
+            f"camera {cam.state.value} {cam.fps:.1f} fps, "
+            f"{self._processor.stats.passages} passages, outbox {depth}, "
+            f"mqtt {'connected' if linked else 'disconnected'}"
+        )
+
     def _status_loop(self) -> None:
         while not self._stop.wait(self.config.status_interval_s):
             if self.link is None:
                 continue
             self.metrics.mqtt_connected.set(1 if self.link.connected else 0)
             self.link.publish_status(self.status())
+            if not self._watchdog_unhealthy:
+                systemd.status(self.status_line())
 
 
 def _percentile(values: deque[float] | list[float], pct: int) -> float | None:

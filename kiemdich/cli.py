@@ -16,6 +16,7 @@ from collections.abc import Sequence
 GROUPS: list[tuple[str, str]] = [
     ("contract.cli", "core"),
     ("edge.cli", "edge"),
+    ("firmware_config.generate", "edge"),
     ("aggregator.cli", "aggregator"),
     ("aggregator.db.migrate", "aggregator"),
     ("aggregator.broker", "aggregator"),
@@ -23,7 +24,7 @@ GROUPS: list[tuple[str, str]] = [
     ("simulators.cli", "sim"),
     ("kiemdich.demo", "sim"),
 ]
-_OURS = {"contract", "edge", "aggregator", "simulators", "kiemdich"}
+_OURS = {"contract", "edge", "aggregator", "simulators", "kiemdich", "firmware_config"}
 
 DESCRIPTION = """\
 kiemdich (kiểm dịch) — hệ thống chốt kiểm dịch mở / open epidemic-checkpoint system.

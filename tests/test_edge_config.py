@@ -121,7 +121,9 @@ def test_validate_main_ok_prints_summary_without_secrets(
 ) -> None:
     ring = tmp_path / "keyring.json"
     keyring.save(ring)
-    text = EXAMPLE.read_text(encoding="utf-8").replace("/etc/kiemdich/keyring.json", str(ring))
+    text = EXAMPLE.read_text(encoding="utf-8").replace(
+        "/var/lib/kiemdich/gate-hn-bt-01/keyring.json", str(ring)
+    )
     text = text.replace("source: v4l2:/dev/video0", "source: rtsp://admin:${CAM_PW}@10.1.2.3/live")
     for key in ("width", "height", "fps", "exposure", "gain", "focus", "fourcc", "buffer_size"):
         text = re.sub(rf"^  {key}: .*$", f"  {key}: null", text, flags=re.M)
