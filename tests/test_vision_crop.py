@@ -6,8 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
+from contract.token import SigningKey
 from edge.vision.crop import CropTooLargeError, crop_window, encode_crop
+from tests.fixtures.keys import TokenFactory, deterministic_tokens
 from tests.test_vision_decoders import add_noise, background, code_image, paste
+
+
+@pytest.fixture
+def make_token(signing_key: SigningKey) -> TokenFactory:
+    """Deterministic tokens (see tests.fixtures.keys.deterministic_tokens)."""
+    return deterministic_tokens(signing_key)
 
 
 def _quad(x0: float, y0: float, x1: float, y1: float):

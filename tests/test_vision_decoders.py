@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import segno
 
+from contract.token import SigningKey
 from edge.vision.decoders import (
     Detection,
     ZbarDecoder,
@@ -18,8 +19,15 @@ from edge.vision.decoders import (
     text_from_zbar,
     text_from_zxing,
 )
+from tests.fixtures.keys import TokenFactory, deterministic_tokens
 
 QUIET = 4  # modules of quiet zone segno's matrix lacks
+
+
+@pytest.fixture
+def make_token(signing_key: SigningKey) -> TokenFactory:
+    """Deterministic tokens (see tests.fixtures.keys.deterministic_tokens)."""
+    return deterministic_tokens(signing_key)
 
 
 def code_image(payload: str | bytes, side: int, **segno_kw: object) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from contract.token import SigningKey
 from edge.vision.config import DecodeConfig, MotionConfig, RoiConfig, VisionConfig
 from edge.vision.decoders import ZbarDecoder, ZxingDecoder
 from edge.vision.dedupe import Deduper
@@ -20,6 +21,7 @@ from edge.vision.gating import (
     to_gray,
 )
 from edge.vision.pipeline import FrameProcessor
+from tests.fixtures.keys import TokenFactory, deterministic_tokens
 from tests.test_vision_decoders import (
     add_noise,
     background,
@@ -31,6 +33,12 @@ from tests.test_vision_decoders import (
 )
 
 # --- config & ROI ------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_token(signing_key: SigningKey) -> TokenFactory:
+    """Deterministic tokens (see tests.fixtures.keys.deterministic_tokens)."""
+    return deterministic_tokens(signing_key)
 
 
 def test_roi_to_pixels_and_view() -> None:
