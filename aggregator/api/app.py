@@ -24,6 +24,8 @@ from aggregator.api.routes import (
     inbox,
     monitor,
     registry,
+    reports,
+    tracing,
 )
 from aggregator.service import AggregatorService
 from aggregator.web.errors import install_error_handlers
@@ -38,6 +40,8 @@ ROUTERS: list[APIRouter] = [
     declare.router,
     registry.router,
     inbox.router,
+    tracing.router,
+    reports.router,
 ]
 
 

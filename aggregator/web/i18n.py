@@ -400,7 +400,11 @@ def _validated(strings: Mapping[str, Mapping[str, str]], source: str) -> dict[st
 
 
 # Feature screens keep their texts in their own modules (a ``STRINGS`` dict each).
-FEATURE_STRINGS = ("aggregator.web.i18n_live", "aggregator.web.i18n_registry")
+FEATURE_STRINGS = (
+    "aggregator.web.i18n_live",
+    "aggregator.web.i18n_registry",
+    "aggregator.web.i18n_trace",
+)
 
 
 def _merge_features() -> None:
