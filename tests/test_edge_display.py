@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import stat
 import threading
 import time
@@ -34,17 +33,6 @@ from edge.display import (
     function_hook,
     terminal_line,
 )
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -335,33 +323,31 @@ def test_command_hook_timeout(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
-def test_gate_display_in_headless_chromium(displays, screenshot_path) -> None:
+def test_gate_display_in_headless_chromium(displays, screenshot_path, browser) -> None:
+    # The session's one Playwright instance (tests/fixtures/web.py): a second
+    # sync_playwright() in the same process refuses to start inside the first's loop.
     shot = screenshot_path("gate-display-red.png")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
     display = displays(
         config=DisplayConfig(web={"port": 0}, idle_s=600),
         label="Chốt Bắc Thăng Long · làn 1 · vào",
     )
     assert display.url is not None
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.goto(display.url)
-            page.wait_for_selector("body.idle")
-            assert page.inner_text("#headline") == IDLE_TEXT[0]
-            display.show_local(uuid4(), local(Color.RED, VerdictCode.F0))
-            page.wait_for_selector("body.red")
-            assert page.inner_text("#headline") == "DỪNG LẠI"
-            assert page.inner_text("#headline_en") == "STOP"
-            assert page.inner_text("#note") == "Kiểm tra ngoại tuyến / Offline check"
-            # The colour fades in over 150 ms; the screenshot wants the final colour.
-            page.wait_for_function(
-                "getComputedStyle(document.body).backgroundColor === 'rgb(195, 29, 29)'"
-            )
-            page.screenshot(path=str(shot))
-        finally:
-            browser.close()
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    try:
+        page = context.new_page()
+        page.goto(display.url)
+        page.wait_for_selector("body.idle")
+        assert page.inner_text("#headline") == IDLE_TEXT[0]
+        display.show_local(uuid4(), local(Color.RED, VerdictCode.F0))
+        page.wait_for_selector("body.red")
+        assert page.inner_text("#headline") == "DỪNG LẠI"
+        assert page.inner_text("#headline_en") == "STOP"
+        assert page.inner_text("#note") == "Kiểm tra ngoại tuyến / Offline check"
+        # The colour fades in over 150 ms; the screenshot wants the final colour.
+        page.wait_for_function(
+            "getComputedStyle(document.body).backgroundColor === 'rgb(195, 29, 29)'"
+        )
+        page.screenshot(path=str(shot))
+    finally:
+        context.close()
     assert shot.stat().st_size > 10_000
