@@ -22,6 +22,7 @@ COPY edge ./edge
 COPY aggregator ./aggregator
 COPY simulators ./simulators
 COPY kiemdich ./kiemdich
+COPY firmware_config ./firmware_config
 # Not editable: the installed package carries its migrations, templates and static files.
 # libzbar0 is left out on purpose: only the edge's zbar decoder loads it, never the aggregator.
 RUN /opt/kiemdich/bin/pip install '.[aggregator,sim]'
