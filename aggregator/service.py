@@ -11,7 +11,8 @@ Steps (``AggregatorService.steps``):
 6. housekeeping: a thread that polls the registry for deny-list changes and
    the keyring file for rotation, and publishes both when they change or the
    broker reconnects;
-7. ingest: the scan consumer (persistent session, shared subscription).
+7. ingest: the scan consumer (persistent session, shared subscription; its
+   MQTT connection in a child process unless ``mqtt_process`` is off).
 
 If a step fails, the steps already started are stopped in reverse order and
 the error is raised. Construction does no I/O.
@@ -115,6 +116,7 @@ class AggregatorService:
                 verdict_qos=s.verdict_qos,
                 retry_min_s=s.retry_min_s,
                 retry_max_s=s.retry_max_s,
+                mqtt_process=s.mqtt_process,
             ),
             self.pipeline,
             metrics=self.metrics,

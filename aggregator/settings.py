@@ -87,10 +87,21 @@ class AggregatorSettings(BaseSettings):
     session_expiry_s: int = Field(default=7 * 86_400, ge=60)
     receive_maximum: int = Field(default=2000, ge=1, le=65535)
     verdict_qos: int = Field(default=1, ge=0, le=1)
+    mqtt_process: bool = Field(
+        default=True,
+        description="run the scan stream's MQTT connection in a child process, so paho's "
+        "per-message work runs beside (not under the GIL of) verification and the database",
+    )
 
     # --- batching ---------------------------------------------------------------
-    batch_size: int = Field(default=500, ge=1, le=10_000)
-    batch_ms: int = Field(default=25, ge=1, le=10_000)
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="most scans per transaction")
+    batch_ms: int = Field(
+        default=10,
+        ge=1,
+        le=10_000,
+        description="longest a scan waits for others to share its transaction (light traffic "
+        "does not wait: a batch closes as soon as everything received is verified)",
+    )
     retry_min_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
 
@@ -123,6 +134,50 @@ class AggregatorSettings(BaseSettings):
     tsdb_org: str = "kiemdich"
     tsdb_bucket: str = "kiemdich"
     tsdb_token: SecretStr = SecretStr("")
+
+    # --- retention (aggregator.retention; docs/architecture.md "Data retention") ------
+    retention_days: int = Field(
+        default=28,
+        ge=0,
+        description="passages, handled ward notifications, dead letters and sequence gaps "
+        "older than this many whole days (Vietnam time) are deleted; 0 turns retention off",
+    )
+    unhandled_notification_days: int = Field(
+        default=90,
+        ge=0,
+        description="unhandled ward notifications are kept until handled, but at most this "
+        "many days (never less than retention_days)",
+    )
+    alert_retention_days: int = Field(
+        default=365,
+        ge=0,
+        description="resolved alerts (and their passages) are deleted this many days after "
+        "being resolved; open and acknowledged alerts never; 0 keeps them forever",
+    )
+    rollup_retention_days: int = Field(
+        default=400,
+        ge=0,
+        description="per-minute counts the daily reports read (no personal data); "
+        "0 keeps them forever",
+    )
+    audit_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="audit log rows older than this are deleted; 0 (default) keeps the "
+        "legal record forever",
+    )
+    retention_interval_s: float = Field(
+        default=3600.0, gt=0, description="how often the retention job runs"
+    )
+    retention_start_delay_s: float = Field(
+        default=300.0, ge=0, description="first retention run this long after start-up"
+    )
+    retention_chunk_rows: int = Field(
+        default=5000, ge=1, le=100_000, description="most rows one retention transaction deletes"
+    )
+    retention_pause_s: float = Field(
+        default=0.05, ge=0, le=60, description="pause between two retention transactions"
+    )
 
     @field_validator("db_url")
     @classmethod

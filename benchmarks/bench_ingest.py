@@ -12,23 +12,27 @@ and reused while its passes are valid. Each measurement gets a fresh copy.
 
 The event stream is the city simulator's Hà Nội traffic (45 gates, 130
 devices, 2 % flagged citizens, forged, expired and garbage codes),
-pre-generated once, so every contender gets the same bytes.
+pre-generated once, so every contender gets the same bytes. It is queued
+through four connections, each device's scans always on the same one, so
+they reach the broker in order as from a real gate; a second SQLite drain
+sends them through the connections in turn, so gates' scans overtake one
+another (every overtaken scan opens a sequence gap the next batch closes).
 
 1. Baseline: a bare paho subscriber (persistent session, shared subscription,
    the aggregator's Receive Maximum, acknowledging on receipt, doing nothing)
    drains the stream queued at the broker: the raw broker + paho rate.
 2. Our aggregator on SQLite drains the same queued stream: events verified
    against the registry, committed and acknowledged, per second, and as a
-   fraction of the bare rate (target ≥ 5,000/s).
+   fraction of the bare rate (target ≥ 5,000/s); then the shuffled stream.
 3. On PostgreSQL, one process, then two sharing the stream through the MQTT 5
    shared subscription (target: the second adds ≥ 60 %).
 4. Scan-to-verdict latency at a steady 1,000 events/s: publish time to the
    verdict arriving on the device's verdict topic, p50/p99 (target p99 <
    250 ms), beside an echo subscriber that answers each scan at once (the
    MQTT round trip floor).
-5. The aggregator's RSS sampled every second during (4), which lasts
-   ``--minutes``: flat means the last quarter's mean is within 5 % of the
-   second quarter's.
+5. The aggregator's RSS (with its MQTT link child process) sampled every
+   second during (4), which lasts ``--minutes``: flat means the last
+   quarter's mean is within 5 % of the second quarter's.
 
 Draining a queue the broker already holds measures the consumer alone; a live
 publisher would take one of the machine's cores from it. ``--quick`` uses a
@@ -50,6 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -165,9 +170,19 @@ def create_sessions(port: int, client_ids: Sequence[str]) -> None:
 
 
 class PublisherPool:
-    """A few anonymous connections publishing for many devices at QoS 1."""
+    """A few anonymous connections publishing for many devices at QoS 1.
 
-    def __init__(self, port: int, size: int = PUBLISHERS) -> None:
+    By default each device's scans always go through the same connection, so
+    they reach the broker in order, as from a real gate (each has its own
+    connection: the broker's ACL ties its topics to its login). With
+    ``shuffled`` the connections are used in turn whatever the device, so a
+    device's scans overtake one another: every overtaken one opens a sequence
+    gap that the next batch fills (more work per event, as when several
+    aggregators commit one gate's scans in a different order).
+    """
+
+    def __init__(self, port: int, size: int = PUBLISHERS, *, shuffled: bool = False) -> None:
+        self.shuffled = shuffled
         self.clients = []
         self._acked = 0
         self._lock = threading.Lock()
@@ -190,9 +205,13 @@ class PublisherPool:
             return self._acked
 
     def publish(self, topic: str, payload: bytes) -> None:
-        """Queue one QoS 1 message on the next connection."""
-        self.clients[self._next].publish(topic, payload, qos=1)
-        self._next = (self._next + 1) % len(self.clients)
+        """Queue one QoS 1 message on the topic's connection (or the next one, shuffled)."""
+        if self.shuffled:
+            client = self.clients[self._next]
+            self._next = (self._next + 1) % len(self.clients)
+        else:
+            client = self.clients[zlib.crc32(topic.encode()) % len(self.clients)]
+        client.publish(topic, payload, qos=1)
 
     def wait_acked(self, count: int, timeout_s: float = 600) -> None:
         """Until ``count`` PUBACKs arrived."""
@@ -412,6 +431,30 @@ def make_stream(registry: Registry, events: int) -> Stream:
 # --- child processes ---------------------------------------------------------------------
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    found = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found += _process_tree(int(child))
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0  # exited meanwhile
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 class Child:
     """A benchmark child process printing its counters as JSON lines."""
 
@@ -457,11 +500,9 @@ class Child:
             time.sleep(0.02)
 
     def rss_kb(self) -> int:
-        """Resident memory of the child, from /proc."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        """Resident memory of the child and its own children (the aggregator's MQTT link
+        process), from /proc."""
+        return sum(_rss_kb(pid) for pid in _process_tree(self.proc.pid))
 
     def stop(self) -> None:
         """SIGTERM, then wait."""
@@ -588,13 +629,15 @@ def drain(
     workdir: Path,
     make_child: Callable[[int, str, int], Child],
     processes: int = 1,
+    *,
+    shuffled: bool = False,
 ) -> Drain:
     """Queue the stream at a fresh broker for ``processes`` consumers, then time their drain."""
     n = len(stream.messages)
     with mosquitto(workdir / "broker") as port:
         ids = [f"bench-{label.replace(' ', '-')}-{i}" for i in range(processes)]
         create_sessions(port, ids)
-        pool = PublisherPool(port)
+        pool = PublisherPool(port, shuffled=shuffled)
         for topic, payload in stream.messages:
             pool.publish(topic, payload)
         pool.wait_acked(n)
@@ -816,6 +859,25 @@ def run(args: argparse.Namespace) -> int:
                 f"bare {bare.rate:,.0f}",
                 f"{ours.rate / bare.rate:.0%} of bare",
                 f"≥ 5,000/s: {'yes' if ours.rate >= 5000 else 'NO'}",
+            )
+        )
+        print("2b. aggregator on SQLite, gates' scans out of order", flush=True)
+        with sqlite_copy(registry, workdir, "shuffled") as url:
+            mixed = drain(
+                "sqlite-shuffled",
+                stream,
+                workdir / "shuffled",
+                _aggregator_child(workdir, registry, url),
+                shuffled=True,
+            )
+        print(f"   {mixed.rate:,.0f} events/s", flush=True)
+        rows.append(
+            (
+                "  same, each gate's scans out of order",
+                f"{mixed.rate:,.0f}",
+                f"in order {ours.rate:,.0f}",
+                f"{mixed.rate / ours.rate - 1:+.0%}",
+                "",
             )
         )
 

@@ -206,6 +206,10 @@ def record_device_status(conn: Connection, *, rows: Iterable[DeviceStatusRow]) -
     Rows for devices not registered are ignored (the broker's ACL lets only
     registered devices publish, so these are leftovers of deleted ones).
     Returns how many devices were updated.
+
+    Rows are updated in device id order, the order in which the ingest locks
+    device rows, so this and a concurrent ingest transaction queue behind each
+    other instead of deadlocking on PostgreSQL.
     """
     params = [
         {
@@ -214,7 +218,7 @@ def record_device_status(conn: Connection, *, rows: Iterable[DeviceStatusRow]) -
             "b_seen": r.last_seen_at,
             "b_skew": r.clock_skew_s,
         }
-        for r in rows
+        for r in sorted(rows, key=lambda r: r.device_id)
     ]
     if not params:
         return 0

@@ -9,22 +9,37 @@ Session
     unacknowledged messages the broker sends us.
 
 Acknowledgement
-    ``manual_ack``: paho's callback only puts ``(mid, qos, topic, payload,
-    received time, connection epoch)`` on a bounded queue. The worker thread
-    forms batches (``batch_size`` messages or ``batch_ms``), runs the
-    pipeline, commits, and only then acknowledges the batch's messages in the
-    order they arrived. A message is acknowledged only on the connection that
-    delivered it: after a reconnect the broker redelivers what was not
-    acknowledged (same packet ids), the copy is found already stored and is
-    acknowledged then; acknowledging the old copy as well could acknowledge
-    another message that reused its packet id before it was committed.
+    ``manual_ack``: the link (:mod:`aggregator.ingest.link`: paho, in a child
+    process by default) only puts ``(mid, qos, topic, payload, received time,
+    connection epoch)`` in the inbox. Three threads then work in a pipeline,
+    each on its own batch, so the database's time (SQLite and psycopg release
+    the GIL) overlaps with parsing, signature checks (PyNaCl releases the GIL
+    too) and answering:
+
+    - *prepare* parses each message as it arrives and checks its token (or
+      takes the signature check the link child made), and adds it to the
+      forming batch (:mod:`aggregator.ingest.batching` says when a batch
+      closes: at once under light traffic, larger under load);
+    - *store* commits a batch through the pipeline, retrying on database
+      errors;
+    - *answer* acknowledges the committed batch's messages in the order they
+      arrived, then publishes verdicts and alert notices.
+
+    Batches pass from one thread to the next in arrival order, so messages
+    are acknowledged in the order received, and only after their commit. A
+    message is acknowledged only on the connection that delivered it: after a
+    reconnect the broker redelivers what was not acknowledged (same packet
+    ids), the copy is found already stored and is acknowledged then;
+    acknowledging the old copy as well could acknowledge another message that
+    reused its packet id before it was committed.
 
 Failures
     A database error (locked, PostgreSQL down, deadlock) backs off and
-    retries the same batch; nothing is acknowledged meanwhile, so the broker
-    keeps every message. Verdicts and alert notices are published after the
-    commit, only for passages new to the store: a verdict is useful only live,
-    so none is queued while the broker is unreachable.
+    retries the same batch; nothing is acknowledged meanwhile (nor anything
+    received after it), so the broker keeps every message. Verdicts and alert
+    notices are published after the commit, only for passages new to the
+    store: a verdict is useful only live, so none is queued while the broker
+    is unreachable.
 """
 
 from __future__ import annotations
@@ -39,32 +54,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.exc import SQLAlchemyError
 
+from aggregator.ingest.batching import FormingBatch, Inbox
+from aggregator.ingest.link import Delivery, InProcessLink, ProcessLink
 from aggregator.ingest.metrics import IngestMetrics
-from aggregator.ingest.mqtt import (
-    MqttOptions,
-    Session,
-    connect_async,
-    make_client,
-    server_receive_maximum,
-)
-from aggregator.ingest.pipeline import BatchOutcome, IngestPipeline, Prepared
-from aggregator.ingest.validate import Inbound
+from aggregator.ingest.mqtt import MqttOptions, Session
+from aggregator.ingest.pipeline import BatchOutcome, IngestPipeline, Parsed, Prepared, assemble
+from aggregator.ingest.tokens import unpack_check
+from aggregator.ingest.validate import DeadLetter, Inbound
 from aggregator.timeseries import PassagePoint, TimeSeriesWriter
 from contract.messages import AlertNotice, Verdict, encode
-from contract.topics import ALL_SCANS, alert_topic, shared, verdict_topic
+from contract.topics import alert_topic, verdict_topic
 
 log = logging.getLogger(__name__)
 
-# Verdicts in flight at once: paho's default, and mosquitto's default Receive
-# Maximum (paho cannot change it once connected, so it is not taken from CONNACK).
-_OUTGOING_INFLIGHT = 20
 _GET_TIMEOUT_S = 0.2
+# Messages the prepare thread takes from the inbox at a time: small enough
+# that a batch can close (and go to the database) while more are prepared.
+_PREPARE_CHUNK = 64
+# Committed batches waiting for the answer thread; more would only hold
+# memory while the broker is slow to take our verdicts.
+_ANSWER_BACKLOG = 4
 MAX_WIRE_DOSES = 10  # contract.messages.Verdict.vaccine_doses le=10
 
 
@@ -76,21 +87,16 @@ class ConsumerConfig:
     session_expiry_s: int = 7 * 86_400
     receive_maximum: int = 2000
     batch_size: int = 500
-    batch_ms: int = 25
+    batch_ms: int = 10
     verdict_qos: int = 1
     retry_min_s: float = 0.5
     retry_max_s: float = 30.0
     stop_drain_s: float = 5.0
+    # The MQTT connection in a child process (aggregator.ingest.link).
+    mqtt_process: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received: float  # time.time()
-    epoch: int
+_Ready = tuple[Delivery, Parsed | DeadLetter]
 
 
 class IngestConsumer:
@@ -114,16 +120,20 @@ class IngestConsumer:
         self.timeseries = timeseries
         # The broker never has more than receive_maximum messages unacknowledged
         # with us; twice that leaves room for copies redelivered after a reconnect
-        # while the old ones are still queued. A full queue blocks paho's thread
+        # while the old ones are still queued. A full inbox blocks paho's thread
         # (back-pressure), it never drops.
-        self._queue: queue.Queue[_Message] = queue.Queue(maxsize=2 * config.receive_maximum + 100)
+        self._inbox: Inbox[Delivery] = Inbox(2 * config.receive_maximum + 100)
+        self._forming: FormingBatch[_Ready] = FormingBatch(
+            config.batch_size, config.batch_ms / 1000
+        )
+        self._answers: queue.Queue[tuple[list[Delivery], BatchOutcome] | None] = queue.Queue(
+            maxsize=_ANSWER_BACKLOG
+        )
         self._pending: deque[float] = deque()
-        self._ack_lock = threading.Lock()
-        self._epoch = 0
         self._connected = threading.Event()
-        self._connects = 0
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._verdict_topics: dict[str, str] = {}
         self._counts = dict.fromkeys(
             (
                 "received",
@@ -139,27 +149,47 @@ class IngestConsumer:
             0,
         )
         self._counts_lock = threading.Lock()
-        self._client = make_client(options, client_id=config.client_id, manual_ack=True)
-        self._client.max_inflight_messages_set(_OUTGOING_INFLIGHT)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        session = Session(
+            persistent=True,
+            expiry_s=config.session_expiry_s,
+            receive_maximum=config.receive_maximum,
+        )
+        self._link: ProcessLink | InProcessLink
+        if config.mqtt_process:
+            self._link = ProcessLink(
+                options,
+                session,
+                client_id=config.client_id,
+                deliver=self._delivered,
+                on_state=self._link_state,
+                on_counts=self._link_counts,
+                verifier=pipeline.verifier,
+            )
+        else:
+            self._link = InProcessLink(
+                options,
+                session,
+                client_id=config.client_id,
+                deliver=self._delivered,
+                on_state=self._link_state,
+                on_counts=self._link_counts,
+            )
 
     # --- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect (paho reconnects by itself from then on) and start the worker."""
-        self._worker = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
-        self._worker.start()
-        connect_async(
-            self._client,
-            self.options,
-            Session(
-                persistent=True,
-                expiry_s=self.config.session_expiry_s,
-                receive_maximum=self.config.receive_maximum,
-            ),
-        )
+        """Connect (paho reconnects by itself from then on) and start the worker threads."""
+        self._threads = [
+            threading.Thread(target=run, name=f"ingest-{name}", daemon=True)
+            for name, run in (
+                ("prepare", self._prepare_loop),
+                ("store", self._store_loop),
+                ("answer", self._answer_loop),
+            )
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._link.start()
 
     def stop(self) -> None:
         """Finish the batch in hand (and what is queued, for ``stop_drain_s``), then disconnect.
@@ -167,25 +197,27 @@ class IngestConsumer:
         Whatever is left unacknowledged stays in our session on the broker.
         """
         self._stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout=self.config.stop_drain_s + self.config.retry_max_s + 5)
-        self._client.disconnect()
-        self._client.loop_stop()
+        deadline = time.monotonic() + self.config.stop_drain_s + self.config.retry_max_s + 5
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        # Whatever still arrives stays unacknowledged; the link must not wait for room.
+        self._inbox.close()
+        self._link.stop()
         self._connected.clear()
         self.metrics.mqtt_connected.set(0)
 
     @property
     def connected(self) -> bool:
-        """True while connected to the broker."""
+        """True while connected to the broker and subscribed to the scans."""
         return self._connected.is_set()
 
     @property
     def worker_alive(self) -> bool:
-        """True while the batching worker thread runs."""
-        return self._worker is not None and self._worker.is_alive()
+        """True while all the worker threads (prepare, store, answer) run."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def wait_connected(self, timeout: float) -> bool:
-        """Block until connected (True) or ``timeout`` seconds passed (False)."""
+        """Block until connected and subscribed (True) or ``timeout`` seconds passed (False)."""
         return self._connected.wait(timeout)
 
     def lag_s(self) -> float:
@@ -202,124 +234,120 @@ class IngestConsumer:
         with self._counts_lock:
             out: dict[str, Any] = dict(self._counts)
         out["lag_s"] = self.lag_s()
-        out["queue_depth"] = self._queue.qsize()
+        out["queue_depth"] = self._queue_depth()
         out["connected"] = self.connected
         return out
+
+    def _queue_depth(self) -> int:
+        return len(self._inbox) + len(self._forming)
 
     def _count(self, **deltas: int) -> None:
         with self._counts_lock:
             for key, delta in deltas.items():
                 self._counts[key] += delta
 
-    # --- paho callbacks (network thread: no blocking work) ----------------------
+    # --- from the link (paho's thread, or the thread reading the child) ------------
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        _userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.error("MQTT từ chối kết nối / broker refused the connection: %s", reason)
-            return
-        self._connects += 1
-        if self._connects > 1 and not flags.session_present:
-            log.error(
-                "broker lost our session: messages it held for us may be gone "
-                "(persistence off or session expired)"
-            )
-        if server_receive_maximum(properties) < _OUTGOING_INFLIGHT:
-            log.warning(
-                "broker's Receive Maximum %d is below our %d verdicts in flight",
-                server_receive_maximum(properties),
-                _OUTGOING_INFLIGHT,
-            )
-        client.subscribe(shared(ALL_SCANS), qos=1)
-        self._connected.set()
-        self.metrics.mqtt_connected.set(1)
-        log.info(
-            "ingest connected to %s:%d as %s (session present: %s)",
-            self.options.host,
-            self.options.port,
-            self.config.client_id,
-            flags.session_present,
-        )
+    def _delivered(self, messages: Sequence[Delivery]) -> None:
+        for m in messages:
+            self._pending.append(m.received)
+            self._inbox.put(m)  # blocks while the inbox is full (back-pressure)
 
-    def _on_disconnect(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        _properties: Properties | None,
-    ) -> None:
-        # paho calls this before it reconnects: messages received so far can no
-        # longer be acknowledged on this connection (see the module docstring).
-        with self._ack_lock:
-            self._epoch += 1
-        self._connected.clear()
-        self.metrics.mqtt_connected.set(0)
-        if not self._stop.is_set():
-            log.warning("ingest disconnected from the broker: %s", reason)
+    def _link_state(self, connected: bool) -> None:
+        if connected:
+            self._connected.set()
+        else:
+            self._connected.clear()
+        self.metrics.mqtt_connected.set(1 if connected else 0)
 
-    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        now = time.time()
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = "<topic không phải UTF-8 / invalid UTF-8 topic>"
-        self._pending.append(now)
-        self._queue.put(_Message(msg.mid, msg.qos, topic, msg.payload, now, self._epoch))
+    def _link_counts(self, stale_acks: int, refused: int) -> None:
+        # Refusals happen only in the instant the connection drops (publishing
+        # stops while disconnected): they are taken off the verdicts sent.
+        self._count(stale_acks_skipped=stale_acks, verdicts_sent=-refused)
 
-    # --- worker -----------------------------------------------------------------
+    # --- worker threads ---------------------------------------------------------
 
-    def _collect(self) -> list[_Message]:
-        try:
-            first = self._queue.get(timeout=_GET_TIMEOUT_S)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.config.batch_ms / 1000
-        while len(batch) < self.config.batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-        return batch
-
-    def _run(self) -> None:
+    def _prepare_loop(self) -> None:
+        """Parse and verify messages as they arrive; feed the forming batch."""
         drain_until: float | None = None
-        while True:
-            if self._stop.is_set():
-                if drain_until is None:
-                    drain_until = time.monotonic() + self.config.stop_drain_s
-                if time.monotonic() > drain_until or self._queue.empty():
+        limit = min(self.config.batch_size, _PREPARE_CHUNK)
+        try:
+            while True:
+                if self._stop.is_set():
+                    # Finish what is queued, for stop_drain_s at most; the rest
+                    # stays unacknowledged in our session on the broker.
+                    if drain_until is None:
+                        drain_until = time.monotonic() + self.config.stop_drain_s
+                    if time.monotonic() > drain_until:
+                        return
+                messages = self._inbox.take(limit, _GET_TIMEOUT_S)
+                if not messages:
+                    self._forming.caught_up()
+                    if self._stop.is_set():
+                        return
+                    continue
+                ready = self._prepare(messages)
+                if ready is None:
                     return
-            batch = self._collect()
-            if batch:
-                self._handle(batch)
-            self.metrics.queue_depth.set(self._queue.qsize())
-            self.metrics.lag.set(self.lag_s())
+                self._forming.add(ready, caught_up=not len(self._inbox))
+        finally:
+            self._forming.close()
 
-    def _store(self, batch: Sequence[_Message]) -> BatchOutcome | None:
+    def _prepare_one(self, m: Delivery, generation: int) -> _Ready:
+        signed = None
+        checked = m.checked
+        # Checked by the link with the keyring we use now (else checked again here).
+        if checked is not None and checked[1] == generation:
+            signed = (checked[0], unpack_check(checked[2]))
+        item = Inbound(m.topic, m.payload, datetime.fromtimestamp(m.received, UTC))
+        return m, self.pipeline.prepare_one(item, signed=signed)
+
+    def _prepare(self, messages: Sequence[Delivery]) -> list[_Ready] | None:
+        """Each message with its parse and token check; None if stopped while retrying."""
+        delay = self.config.retry_min_s
+        while True:
+            try:
+                generation = self.pipeline.verifier.generation
+                return [self._prepare_one(m, generation) for m in messages]
+            # Never expected (parsing and verification do not raise on hostile
+            # input); the messages stay unacknowledged and are tried again.
+            except Exception:
+                log.exception("unexpected error preparing messages; retrying in %.1f s", delay)
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, self.config.retry_max_s)
+
+    def _store_loop(self) -> None:
+        """Commit batches in order; hand each to the answer thread."""
+        try:
+            while True:
+                ready = self._forming.take(_GET_TIMEOUT_S)
+                self.metrics.queue_depth.set(self._queue_depth())
+                self.metrics.lag.set(self.lag_s())
+                if ready is None:
+                    return
+                if not ready:
+                    continue
+                batch = [m for m, _ in ready]
+                self.metrics.received.inc(len(batch))
+                self._count(received=len(batch))
+                outcome = self._store(assemble([p for _, p in ready]))
+                if outcome is None:
+                    # Stopping mid-retry: this batch, and every later one, stays
+                    # unacknowledged (acknowledgements never skip ahead).
+                    return
+                for _ in batch:
+                    self._pending.popleft()
+                self._answers.put((batch, outcome))
+        finally:
+            self._answers.put(None)
+
+    def _store(self, prepared: Prepared) -> BatchOutcome | None:
         """Store the batch, retrying on database errors; None if stopped before it committed."""
-        items = [
-            Inbound(m.topic, m.payload, datetime.fromtimestamp(m.received, UTC)) for m in batch
-        ]
-        prepared: Prepared | None = None
         delay = self.config.retry_min_s
         while True:
             started = time.perf_counter()
             try:
-                if prepared is None:
-                    prepared = self.pipeline.prepare(items)
                 outcome = self.pipeline.store(prepared)
             except SQLAlchemyError as exc:
                 log.warning(
@@ -341,37 +369,27 @@ class IngestConsumer:
                 return None
             delay = min(delay * 2, self.config.retry_max_s)
 
-    def _handle(self, batch: list[_Message]) -> None:
-        self.metrics.received.inc(len(batch))
-        self._count(received=len(batch))
-        outcome = self._store(batch)
-        if outcome is None:
-            return
-        self._ack(batch)
-        for _ in batch:
-            self._pending.popleft()
-        try:
-            self._report(batch, outcome)
-            self._publish(outcome)
-        # Stored and acknowledged already: a failure to report or answer must not stop ingest.
-        except Exception:
-            log.exception("reporting or publishing a committed batch failed")
+    def _answer_loop(self) -> None:
+        """Acknowledge committed batches in order, then answer the gates."""
+        while True:
+            item = self._answers.get()
+            if item is None:
+                return
+            batch, outcome = item
+            self._ack(batch)
+            try:
+                self._report(batch, outcome)
+                self._publish(outcome)
+            # Stored and acknowledged already: a failure to report or answer must not stop ingest.
+            except Exception:
+                log.exception("reporting or publishing a committed batch failed")
 
-    def _ack(self, batch: Sequence[_Message]) -> None:
-        skipped = 0
-        with self._ack_lock:
-            for m in batch:
-                if m.epoch != self._epoch:
-                    skipped += 1
-                    continue
-                rc = self._client.ack(m.mid, m.qos)
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    # Not acknowledged means redelivered later, found stored, acknowledged then.
-                    skipped += 1
-        if skipped:
-            self._count(stale_acks_skipped=skipped)
+    def _ack(self, batch: Sequence[Delivery]) -> None:
+        # In arrival order, each on the connection it came on (the link skips
+        # and counts those from an earlier connection: they come back).
+        self._link.ack(batch)
 
-    def _report(self, batch: Sequence[_Message], outcome: BatchOutcome) -> None:
+    def _report(self, batch: Sequence[Delivery], outcome: BatchOutcome) -> None:
         result = outcome.result
         m = self.metrics
         m.batches.inc()
@@ -390,6 +408,8 @@ class IngestConsumer:
             dead_letters=len(outcome.letters),
             alerts=len(result.alerts),
         )
+        if not self.timeseries.enabled:
+            return
         points = [
             PassagePoint(
                 checkpoint_id=a.event.checkpoint_id,
@@ -412,12 +432,20 @@ class IngestConsumer:
             dead_letters=len(outcome.letters),
         )
 
+    def _verdict_topic(self, device_id: str) -> str:
+        # Checked and formatted once per gate, not once per verdict.
+        topic = self._verdict_topics.get(device_id)
+        if topic is None:
+            topic = self._verdict_topics[device_id] = verdict_topic(device_id)
+        return topic
+
     def _publish(self, outcome: BatchOutcome) -> None:
         if not self.connected:
             return
         qos = self.config.verdict_qos
-        sent = 0
         now = datetime.now(UTC)
+        out: list[tuple[str, bytes, int]] = []
+        observe = self.metrics.scan_to_verdict.observe
         for a in outcome.result.stored:
             verdict = Verdict(
                 event_id=a.event.event_id,
@@ -430,12 +458,9 @@ class IngestConsumer:
                 else min(a.decision.vaccine_doses, MAX_WIRE_DOSES),
                 decided_at=now,
             )
-            info = self._client.publish(verdict_topic(a.event.device_id), encode(verdict), qos=qos)
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                sent += 1
-                self.metrics.scan_to_verdict.observe(
-                    max(0.0, (now - a.event.seen_at).total_seconds())
-                )
+            out.append((self._verdict_topic(a.event.device_id), encode(verdict), qos))
+            observe(max(0.0, (now - a.event.seen_at).total_seconds()))
+        sent = len(out)
         for alert in outcome.result.alerts:
             a = alert.accepted
             kind = a.decision.alert
@@ -449,6 +474,7 @@ class IngestConsumer:
                 kind=kind,
                 created_at=alert.created_at,
             )
-            self._client.publish(alert_topic(a.event.checkpoint_id), encode(notice), qos=1)
+            out.append((alert_topic(a.event.checkpoint_id), encode(notice), 1))
+        self._link.publish(out)
         self.metrics.verdicts_sent.inc(sent)
         self._count(verdicts_sent=sent)

@@ -67,15 +67,19 @@ _DEVICES = select(devices.c.id, devices.c.checkpoint_id, devices.c.last_seq).whe
     devices.c.id.in_(bindparam("ids", expanding=True))
 )
 # Rows locked in id order: two aggregators locking overlapping sets of devices
-# always queue behind each other instead of deadlocking.
-_DEVICES_FOR_UPDATE = _DEVICES.order_by(devices.c.id).with_for_update()
+# always queue behind each other instead of deadlocking. FOR NO KEY UPDATE,
+# not FOR UPDATE: the batch's passages were inserted first, and their foreign
+# keys hold KEY SHARE locks on these rows, which FOR UPDATE conflicts with.
+# Two transactions that had both inserted passages of the same gates then
+# each waited for the other's KEY SHARE lock: PostgreSQL's DeadlockDetected.
+_DEVICES_FOR_UPDATE = _DEVICES.order_by(devices.c.id).with_for_update(key_share=True)
 
 
 def device_states(
     conn: Connection, *, device_ids: Collection[str], lock: bool = False
 ) -> dict[str, DeviceState]:
     """Registered devices among ``device_ids``; with ``lock``, their rows stay locked
-    (PostgreSQL ``FOR UPDATE``) until the transaction ends."""
+    (PostgreSQL ``FOR NO KEY UPDATE``) until the transaction ends."""
     if not device_ids:
         return {}
     statement = _DEVICES_FOR_UPDATE if lock else _DEVICES

@@ -1,9 +1,12 @@
 """One batch from raw messages to committed rows, without MQTT.
 
-:meth:`IngestPipeline.prepare` does the work that needs no database (parse,
-clock skew, token signatures) once per batch; :meth:`IngestPipeline.store`
-runs one transaction (device check, one registry query, verdicts, writes) and
-can be called again with the same prepared batch after a database error.
+:meth:`IngestPipeline.prepare_one` does the work that needs no database
+(parse, clock skew, token signature) for one message, as it arrives, so the
+consumer can run it while the previous batch is in the database;
+:meth:`IngestPipeline.store` runs one connection's work for a batch (device
+check and one registry query in a read transaction, then verdicts and writes
+in one write transaction) and can be called again with the same prepared
+batch after a database error.
 
 A batch the database refuses for its data (an integrity or data error: a row
 this code did not foresee) is split into single events, each in its own
@@ -71,6 +74,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def assemble(items: Sequence[Parsed | DeadLetter]) -> Prepared:
+    """A batch from messages prepared one by one (in their order of arrival)."""
+    prepared = Prepared()
+    for item in items:
+        if isinstance(item, DeadLetter):
+            prepared.letters.append(item)
+        else:
+            prepared.parsed.append(item)
+    return prepared
+
+
 class IngestPipeline:
     """Turns batches of scan messages into stored passages."""
 
@@ -87,61 +101,75 @@ class IngestPipeline:
         self.clock_skew_threshold_s = clock_skew_threshold_s
         self._clock = clock
 
+    def prepare_one(
+        self, item: Inbound, *, signed: tuple[str, Verification] | None = None
+    ) -> Parsed | DeadLetter:
+        """Parse one message, measure skew and check its token's signature (no database).
+
+        ``signed`` is a signature check already made elsewhere with this
+        verifier's keyring (:meth:`TokenVerifier.signature`) and the token it
+        was made for; it is used only if that is the token this message
+        carries, else the token is checked here.
+        """
+        event = parse_scan(item)
+        if isinstance(event, DeadLetter):
+            return event
+        skew = skew_to_record(event.seen_at, item.received_at, self.clock_skew_threshold_s)
+        # A clock running ahead would make valid passes look not yet valid
+        # (and shift the rollups): judge such a scan at its arrival instead.
+        judged_at = event.seen_at if skew is None else item.received_at
+        at = int(judged_at.timestamp())
+        if signed is not None and signed[0] == event.token:
+            verification = self.verifier.judge(signed[1], at=at)
+        else:
+            verification = self.verifier.verify(event.token, at=at)
+        return Parsed(item, event, verification, judged_at, skew)
+
     def prepare(self, items: Sequence[Inbound]) -> Prepared:
         """Parse, measure skew and check token signatures (no database)."""
-        prepared = Prepared()
-        for item in items:
-            event = parse_scan(item)
-            if isinstance(event, DeadLetter):
-                prepared.letters.append(event)
-                continue
-            skew = skew_to_record(event.seen_at, item.received_at, self.clock_skew_threshold_s)
-            # A clock running ahead would make valid passes look not yet valid
-            # (and shift the rollups): judge such a scan at its arrival instead.
-            judged_at = event.seen_at if skew is None else item.received_at
-            verification = self.verifier.verify(event.token, at=int(judged_at.timestamp()))
-            prepared.parsed.append(Parsed(item, event, verification, judged_at, skew))
-        return prepared
+        return assemble([self.prepare_one(item) for item in items])
 
     def _store_once(self, prepared: Prepared) -> BatchOutcome:
         letters = list(prepared.letters)
-        # Reads in their own short transaction, so the write transaction
-        # below starts with a write: on SQLite a transaction that reads first
-        # cannot wait for the write lock (SQLITE_BUSY_SNAPSHOT) and would fail
-        # whenever another writer committed in between.
+        # One connection, two transactions. The reads go in their own short
+        # transaction so that the write transaction starts with a write: on
+        # SQLite a transaction that reads first cannot wait for the write lock
+        # (SQLITE_BUSY_SNAPSHOT) and would fail whenever another writer
+        # committed in between.
         with self.engine.connect() as conn:
-            known = device_states(conn, device_ids={p.event.device_id for p in prepared.parsed})
-            valid: list[Parsed] = []
-            for p in prepared.parsed:
-                state = known.get(p.event.device_id)
-                refused = check_device(p.item, p.event, state.checkpoint_id if state else None)
-                if refused is None:
-                    valid.append(p)
-                else:
-                    letters.append(refused)
-            wanted = {
-                p.verification.claims.declaration_id
-                for p in valid
-                if p.verification.claims is not None and is_authentic(p.verification)
-            }
-            records = registry_records(conn, declaration_ids=wanted)
-        accepted = []
-        for p in valid:
-            claims = p.verification.claims
-            declaration_id = claims.declaration_id if claims is not None else None
-            record = records.get(declaration_id) if declaration_id is not None else None
-            accepted.append(
-                Accepted(
-                    event=p.event,
-                    received_at=p.item.received_at,
-                    decision=decide(p.verification, record, p.judged_at),
-                    declaration_id=declaration_id,
-                    judged_at=p.judged_at,
-                    clock_skew_s=p.clock_skew_s,
+            with conn.begin():
+                known = device_states(conn, device_ids={p.event.device_id for p in prepared.parsed})
+                valid: list[Parsed] = []
+                for p in prepared.parsed:
+                    state = known.get(p.event.device_id)
+                    refused = check_device(p.item, p.event, state.checkpoint_id if state else None)
+                    if refused is None:
+                        valid.append(p)
+                    else:
+                        letters.append(refused)
+                wanted = {
+                    p.verification.claims.declaration_id
+                    for p in valid
+                    if p.verification.claims is not None and is_authentic(p.verification)
+                }
+                records = registry_records(conn, declaration_ids=wanted)
+            accepted = []
+            for p in valid:
+                claims = p.verification.claims
+                declaration_id = claims.declaration_id if claims is not None else None
+                record = records.get(declaration_id) if declaration_id is not None else None
+                accepted.append(
+                    Accepted(
+                        event=p.event,
+                        received_at=p.item.received_at,
+                        decision=decide(p.verification, record, p.judged_at),
+                        declaration_id=declaration_id,
+                        judged_at=p.judged_at,
+                        clock_skew_s=p.clock_skew_s,
+                    )
                 )
-            )
-        with self.engine.begin() as conn:
-            result = write_batch(conn, accepted=accepted, letters=letters, now=self._clock())
+            with conn.begin():
+                result = write_batch(conn, accepted=accepted, letters=letters, now=self._clock())
         return BatchOutcome(result, letters)
 
     def store(self, prepared: Prepared) -> BatchOutcome:
