@@ -11,7 +11,10 @@ Steps (``AggregatorService.steps``):
 6. housekeeping: a thread that polls the registry for deny-list changes and
    the keyring file for rotation, and publishes both when they change or the
    broker reconnects;
-7. ingest: the scan consumer (persistent session, shared subscription; its
+7. retention (unless ``retention_days`` is 0): deletes rows past the retention
+   policy, first after ``retention_start_delay_s``, then every
+   ``retention_interval_s`` (one process at a time, see :mod:`aggregator.retention`);
+8. ingest: the scan consumer (persistent session, shared subscription; its
    MQTT connection in a child process unless ``mqtt_process`` is off).
 
 If a step fails, the steps already started are stopped in reverse order and
@@ -41,6 +44,7 @@ from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.mqtt import MqttOptions
 from aggregator.ingest.pipeline import IngestPipeline
 from aggregator.ingest.tokens import TokenVerifier
+from aggregator.retention import RetentionJob, policy_from_settings
 from aggregator.settings import AggregatorSettings
 from aggregator.timeseries import TimeSeriesWriter
 from contract.token import Keyring
@@ -103,7 +107,10 @@ class AggregatorService:
             on_published=self._denylist_published,
         )
         self.pipeline = IngestPipeline(
-            self.engine, self.verifier, clock_skew_threshold_s=s.clock_skew_threshold_s
+            self.engine,
+            self.verifier,
+            clock_skew_threshold_s=s.clock_skew_threshold_s,
+            device_skew=self._device_skew,
         )
         self.consumer = IngestConsumer(
             options,
@@ -122,6 +129,12 @@ class AggregatorService:
             metrics=self.metrics,
             timeseries=self.timeseries,
         )
+        self.retention = RetentionJob(
+            self.engine,
+            policy_from_settings(s),
+            interval_s=s.retention_interval_s,
+            start_delay_s=s.retention_start_delay_s,
+        )
         self.metrics.watch(self.metrics.devices_online, self.fleet.online_count)
         self._wake = threading.Event()
         self._halt = threading.Event()
@@ -136,6 +149,11 @@ class AggregatorService:
             Step("fleet", self.fleet.start, self.fleet.stop),
             Step("control", self._start_control, self.control.stop),
             Step("housekeeping", self._start_housekeeping, self._stop_housekeeping),
+            *(
+                [Step("retention", self.retention.start, self.retention.stop)]
+                if s.retention_days
+                else []
+            ),
             Step("ingest", self.consumer.start, self.consumer.stop),
         ]
 
@@ -202,6 +220,10 @@ class AggregatorService:
 
     def _load_keyring(self) -> None:
         self.verifier.replace_keyring(load_keyring(self.settings.keyring_path))
+
+    def _device_skew(self, device_id: str) -> float | None:
+        view = self.fleet.get(device_id)
+        return None if view is None else view.clock_skew_s
 
     def _publish_retained(self, topic: str, payload: bytes) -> bool:
         return self.control.publish(topic, payload, qos=1, retain=True)

@@ -82,10 +82,24 @@ class Step:
 
 
 class EdgeAgent:
-    """Everything one gate device runs; ``run()`` until SIGINT/SIGTERM."""
+    """Everything one gate device runs; ``run()`` until SIGINT/SIGTERM.
 
-    def __init__(self, config: EdgeConfig, *, file_config: EdgeConfig | None = None) -> None:
+    ``wall_clock`` is the device's clock (seconds since the epoch, default
+    ``time.time``). Every wall time the device reports (a scan's ``seen_at``,
+    the offline check's "now", the status ``at``) comes from it, so a device
+    whose clock is wrong is wrong consistently, as a real one is, and the
+    clock-skew fault test can give two agents in one process different clocks.
+    """
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        file_config: EdgeConfig | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
+        self._wall = wall_clock
         # Remote updates are applied on top of the file's config, never on top
         # of a previous update, so a key dropped from a later revision reverts.
         self._file_config = file_config or config
@@ -100,9 +114,11 @@ class EdgeAgent:
         )
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
-        self.camera = Camera(config.camera)
+        self.camera = Camera(config.camera, wall=wall_clock)
         self.display = GateDisplay(
-            config.display, label=f"{config.device.checkpoint_id} · làn {config.device.lane}"
+            config.display,
+            label=f"{config.device.checkpoint_id} · làn {config.device.lane}",
+            wall=wall_clock,
         )
         self._processor = FrameProcessor(config.vision, source=config.device.id)
         self._processor_lock = threading.Lock()
@@ -237,6 +253,7 @@ class EdgeAgent:
                 keyring=self._on_keyring,
             ),
             software=__version__,
+            wall=self._wall,
         )
         self.link.start()
 
@@ -451,7 +468,7 @@ class EdgeAgent:
             device_id=self.config.device.id,
             checkpoint_id=self.config.device.checkpoint_id,
             state=DeviceState.ONLINE,
-            at=datetime.now(UTC),
+            at=datetime.fromtimestamp(self._wall(), UTC),
             software=__version__,
             camera=cam.state,
             fps=round(cam.fps, 2),

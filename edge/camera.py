@@ -413,7 +413,9 @@ class Camera:
     """The capture thread of one camera.
 
     ``get(timeout)`` hands the decode thread the newest frame as a
-    :class:`Frame` (index, monotonic capture time, wall time, image).
+    :class:`Frame` (index, monotonic capture time, wall time, image). ``wall``
+    is the device's wall clock (seconds since the epoch): the agent passes its
+    own, so one device has one notion of "now" (and a test can skew it).
     """
 
     def __init__(
@@ -423,11 +425,13 @@ class Camera:
         source: FrameSource | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._source = make_source(config) if source is None else source
         self._rng = random.Random() if rng is None else rng
         self._clock = clock
+        self._wall = wall
         self._slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -585,7 +589,7 @@ class Camera:
                     self._failures += 1
 
     def _deliver(self, image: np.ndarray) -> None:
-        now, wall = self._clock(), time.time()
+        now, wall = self._clock(), self._wall()
         with self._lock:
             index = self._captured
             self._captured += 1

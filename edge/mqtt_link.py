@@ -232,10 +232,6 @@ def parse_keyring(payload: bytes) -> KeyringFile | Rejected:
         return Rejected(RejectReason.INVALID, f"{where}: {first['msg']}"[:200])
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class MqttLink:
     """One device's connection to the broker (start, publish_status, stop)."""
 
@@ -248,9 +244,13 @@ class MqttLink:
         outbox: Outbox,
         handlers: InboundHandlers | None = None,
         software: str = "",
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.device_id = device_id
+        # The device's wall clock: the "at" of the statuses this link sends
+        # itself (online, offline, last will) must agree with the agent's.
+        self._wall = wall
         self._outbox = outbox
         self._handlers = handlers or InboundHandlers()
         self._scan_topic = scan_topic(device_id)
@@ -265,7 +265,7 @@ class MqttLink:
             device_id=device_id,
             checkpoint_id=checkpoint_id,
             state=DeviceState.ONLINE,
-            at=_now(),
+            at=self._now(),
             software=software,
         )
         self._status_lock = threading.Lock()
@@ -294,6 +294,9 @@ class MqttLink:
         self._inbound_dropped = 0
         self._handler_errors = 0
         self._client = self._make_client(config.client_id or device_id)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), UTC)
 
     def _make_client(self, client_id: str) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -363,7 +366,7 @@ class MqttLink:
         if self._connected:
             with self._status_lock:
                 offline = self._status.model_copy(
-                    update={"state": DeviceState.OFFLINE, "at": _now()}
+                    update={"state": DeviceState.OFFLINE, "at": self._now()}
                 )
             info = self._client.publish(self._status_topic, encode(offline), qos=1, retain=True)
             info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
@@ -422,7 +425,7 @@ class MqttLink:
 
     def _set_will(self, client: mqtt.Client) -> None:
         with self._status_lock:
-            will = self._status.model_copy(update={"state": DeviceState.OFFLINE, "at": _now()})
+            will = self._status.model_copy(update={"state": DeviceState.OFFLINE, "at": self._now()})
         client.will_set(self._status_topic, encode(will), qos=1, retain=True)
 
     def _on_pre_connect(self, client: mqtt.Client, _userdata: Any) -> None:
@@ -457,7 +460,9 @@ class MqttLink:
         receive_max = int(getattr(properties, "ReceiveMaximum", 65535))
         client.subscribe([(topic, 1) for topic in self._inbound_parsers])
         with self._status_lock:
-            online = self._status.model_copy(update={"state": DeviceState.ONLINE, "at": _now()})
+            online = self._status.model_copy(
+                update={"state": DeviceState.ONLINE, "at": self._now()}
+            )
         client.publish(self._status_topic, encode(online), qos=1, retain=True)
         self._work.put(_Connected(receive_max))
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)

@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.mqtt",
     "tests.fixtures.tsdb",
     "tests.fixtures.web",
+    "tests.fixtures.netcut",
 ]
 
 _FIGURES: list[str] = []

@@ -78,21 +78,23 @@ class FleetState:
             skew = None
             seen = min(parsed.at, message.received_at)
         else:
-            skew = (parsed.at - message.received_at).total_seconds()
+            # A last will is published by the broker long after the device wrote
+            # its ``at`` (when it connected): it says nothing of the clock.
+            live = parsed.state is not DeviceState.OFFLINE
+            skew = (parsed.at - message.received_at).total_seconds() if live else None
             seen = message.received_at
             self.timeseries.device_status(parsed, message.received_at)
         with self._lock:
             previous = self._devices.get(parsed.device_id)
             if previous is not None and previous.last_seen_at > seen:
                 return  # an older status replayed after a newer one
+            if skew is None and previous is not None:
+                skew = previous.clock_skew_s
             self._devices[parsed.device_id] = DeviceView(
                 parsed.device_id, parsed.checkpoint_id, parsed.state, parsed, seen, skew
             )
             self._dirty[parsed.device_id] = DeviceStatusRow(
-                parsed.device_id,
-                parsed.state.value,
-                seen,
-                skew if skew is not None else (previous.clock_skew_s if previous else None),
+                parsed.device_id, parsed.state.value, seen, skew
             )
 
     # --- views --------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
@@ -31,6 +31,7 @@ from aggregator.ingest.validate import (
     DeadLetterReason,
     Inbound,
     check_device,
+    clock_skew_s,
     dead_letter,
     parse_scan,
     skew_to_record,
@@ -38,7 +39,7 @@ from aggregator.ingest.validate import (
 from aggregator.ingest.verdicts import decide, is_authentic
 from aggregator.ingest.writer import Accepted, WriteResult, write_batch
 from contract.messages import ScanEvent
-from contract.token import Verification
+from contract.token import Reason, Verification
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,16 @@ class IngestPipeline:
         *,
         clock_skew_threshold_s: float = 30.0,
         clock: Callable[[], datetime] = _now,
+        device_skew: Callable[[str], float | None] | None = None,
     ) -> None:
         self.engine = engine
         self.verifier = verifier
         self.clock_skew_threshold_s = clock_skew_threshold_s
         self._clock = clock
+        # The device's skew as its live status messages show it (the fleet
+        # state): unlike a scan, which may arrive late from an outbox, a
+        # status is sent as it is made, so it reveals a clock running behind.
+        self._device_skew = device_skew
 
     def prepare_one(
         self, item: Inbound, *, signed: tuple[str, Verification] | None = None
@@ -118,11 +124,27 @@ class IngestPipeline:
         # A clock running ahead would make valid passes look not yet valid
         # (and shift the rollups): judge such a scan at its arrival instead.
         judged_at = event.seen_at if skew is None else item.received_at
+        if skew is None and self._device_skew is not None:
+            known = self._device_skew(event.device_id)
+            if known is not None and abs(known) > self.clock_skew_threshold_s:
+                # Corrected to our clock (never later than it arrived).
+                skew = known
+                judged_at = min(event.seen_at - timedelta(seconds=known), item.received_at)
         at = int(judged_at.timestamp())
         if signed is not None and signed[0] == event.token:
             verification = self.verifier.judge(signed[1], at=at)
         else:
             verification = self.verifier.verify(event.token, at=at)
+        if verification.reason is Reason.NOT_YET_VALID and judged_at < item.received_at:
+            # A clock running behind cannot be told from a late delivery by the
+            # scan's time alone, but a pass is never shown before it was issued:
+            # if it is valid at arrival, the gate's clock was behind.
+            arrival = self.verifier.judge(
+                self.verifier.signature(event.token), at=int(item.received_at.timestamp())
+            )
+            if arrival.reason is not Reason.NOT_YET_VALID:
+                skew = clock_skew_s(event.seen_at, item.received_at)
+                judged_at, verification = item.received_at, arrival
         return Parsed(item, event, verification, judged_at, skew)
 
     def prepare(self, items: Sequence[Inbound]) -> Prepared:

@@ -115,7 +115,10 @@ def _passage_row(item: Accepted) -> tuple[Any, ...]:
         event.seq,
         event.lane,
         event.direction.value,
-        event.seen_at,
+        # A gate whose clock runs ahead would put its passages in the future of
+        # every other gate's (tracing and timelines sort on seen_at): they are
+        # stored at their arrival, the gate's own time being seen_at + clock_skew_s.
+        item.judged_at,
         item.received_at,
         item.declaration_id,
         decision.citizen_id,
