@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help system venv test lint fmt demo bench screenshots reliability clean
+.PHONY: help system venv test lint fmt demo bench soak screenshots reliability clean
 
 help:
 	@echo "make demo    run broker, aggregator, simulated gates (http://127.0.0.1:8000)"
 	@echo "make test    lint + the full test suite"
 	@echo "make bench   benchmarks (prints our figures beside their baselines)"
+	@echo "make soak    10 minutes of sustained ingest load: memory flat, lag bounded, nothing lost"
 	@echo "make reliability   fault scenarios: sent / stored / duplicates / lost (docs/reliability.md)"
 	@echo "make screenshots   refresh docs/screenshots/ from the browser tests"
 	@echo "make lint | fmt | clean"
@@ -52,6 +53,9 @@ screenshots: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks
+
+soak: venv
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

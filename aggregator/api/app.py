@@ -26,6 +26,7 @@ from aggregator.api.routes import (
     registry,
     reports,
     tracing,
+    venues,
 )
 from aggregator.service import AggregatorService
 from aggregator.web.errors import install_error_handlers
@@ -42,6 +43,7 @@ ROUTERS: list[APIRouter] = [
     inbox.router,
     tracing.router,
     reports.router,
+    venues.router,
 ]
 
 

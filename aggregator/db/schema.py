@@ -135,6 +135,18 @@ class CheckpointKind(StrEnum):
     VENUE = "venue"
 
 
+class VenueCategory(StrEnum):
+    """What kind of premises a venue (a check-in point registered by its manager) is."""
+
+    SUPERMARKET = "supermarket"
+    HOSPITAL = "hospital"
+    BUS_STATION = "bus_station"
+    PUBLIC_SERVICE_CENTRE = "public_service_centre"
+    MARKET = "market"
+    SCHOOL = "school"
+    OTHER = "other"
+
+
 class DeviceDirection(StrEnum):
     """Which way a device's lane counts traffic."""
 
@@ -350,6 +362,24 @@ devices = Table(
     _one_of("direction", DeviceDirection, "direction"),
     CheckConstraint("lane >= 0", name="lane_non_negative"),
     Index("ix_devices_checkpoint_id", "checkpoint_id"),
+)
+
+# A venue is a checkpoint (kind ``venue``) plus what its manager registered; its
+# scans come from one virtual device (``device_id``) that never logs in to the
+# broker, so its passages, sequence numbers and rollups are a checkpoint's.
+venues = Table(
+    "venues",
+    metadata,
+    Column("checkpoint_id", String(64), ForeignKey("checkpoints.id"), primary_key=True),
+    Column("category", String(24), nullable=False),
+    Column("address", String(300), nullable=False),
+    Column("contact_name", String(120), nullable=False),
+    Column("contact_phone", String(20), nullable=False),
+    Column("device_id", String(64), ForeignKey("devices.id"), nullable=False),
+    Column("registered_by", BigInteger, ForeignKey("officers.id")),
+    _created_at(),
+    UniqueConstraint("device_id"),
+    _one_of("category", VenueCategory, "category"),
 )
 
 passages = Table(

@@ -404,6 +404,7 @@ FEATURE_STRINGS = (
     "aggregator.web.i18n_live",
     "aggregator.web.i18n_registry",
     "aggregator.web.i18n_trace",
+    "aggregator.web.i18n_venues",
 )
 
 

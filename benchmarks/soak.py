@@ -1,0 +1,157 @@
+"""``make soak``: sustained load at the ingest benchmark's rate for 10 minutes.
+
+    .venv/bin/python -m benchmarks.soak [--minutes 10] [--rate N] [--quick]
+
+The same set-up as :mod:`benchmarks.bench_ingest` (private mosquitto, the
+aggregator in its own process on a fresh copy of the 1,000,000-person SQLite
+registry, the city simulator's Hà Nội traffic). First a short drain measures
+the rate this machine sustains; then scans are published live at
+``--load`` (default 80 %) of it, or at ``--rate``, for ``--minutes``. Every
+second the aggregator's RSS (with its MQTT child) and ingest lag are sampled.
+
+It passes when, at the end:
+
+- nothing is lost: every scan sent is in ``passages`` or ``dead_letters``,
+  once (the stream holds garbage codes, which are dead letters by design);
+- memory is flat: the last quarter's mean RSS is within 5 % of the second
+  quarter's (the first quarter is warm-up: caches, SQLite's page cache);
+- lag stays bounded: the worst ingest lag sampled is under ``--max-lag`` s.
+
+Not part of ``make test`` (it takes the machine for ten minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from benchmarks import bench_ingest as bench
+
+FLAT_WITHIN = 0.05
+
+
+def _counts(db_url: str) -> tuple[int, int, int]:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            passages = conn.execute(text("SELECT count(*) FROM passages")).scalar_one()
+            distinct = conn.execute(
+                text("SELECT count(DISTINCT event_id) FROM passages")
+            ).scalar_one()
+            letters = conn.execute(text("SELECT count(*) FROM dead_letters")).scalar_one()
+    finally:
+        engine.dispose()
+    return int(passages), int(distinct), int(letters)
+
+
+def soak(args: argparse.Namespace) -> int:
+    """Measure the sustainable rate, hold a share of it for ``minutes``, judge the run."""
+    citizens = args.citizens or (20_000 if args.quick else 1_000_000)
+    registry = bench.ensure_registry(citizens, postgres=False)
+    stream = bench.make_stream(registry, 20_000 if not args.quick else 5_000)
+    workdir = Path(tempfile.mkdtemp(prefix="kd-soak-"))
+    try:
+        rate = args.rate
+        if rate is None:
+            print("measuring the sustained SQLite rate (queued drain) ...", flush=True)
+            with bench.sqlite_copy(registry, workdir, "probe") as url:
+                probe = bench.drain(
+                    "probe",
+                    stream,
+                    workdir / "probe",
+                    bench._aggregator_child(workdir, registry, url),
+                )
+            rate = max(50.0, probe.rate * args.load)
+            print(f"   drain {probe.rate:,.0f}/s → soak at {rate:,.0f}/s ({args.load:.0%})")
+        seconds = args.minutes * 60
+        total = int(rate * seconds)
+        print(f"soak: {rate:,.0f} scans/s for {seconds:.0f} s ({total:,} scans) ...", flush=True)
+        with (
+            bench.sqlite_copy(registry, workdir, "soak") as url,
+            bench.mosquitto(workdir / "broker") as port,
+        ):
+            agg = bench._aggregator_child(workdir, registry, url)(port, "soak", 0)
+            agg.wait_for(lambda r: bool(r.get("connected")), 120)
+            pool = bench.PublisherPool(port)
+            seqs = [0] * len(stream.layout.devices)
+            rss: list[int] = []
+            lags: list[float] = []
+            t0 = time.perf_counter()
+            next_sample = t0
+            for i in range(total):
+                due = t0 + i / rate
+                now = time.perf_counter()
+                if due > now:
+                    time.sleep(due - now)
+                _event_id, topic, payload = bench._scan_payload(stream, i, seqs)
+                pool.publish(topic, payload)
+                if now >= next_sample:
+                    rss.append(agg.rss_kb())
+                    lags.append(float(agg.snapshot().get("lag_s") or 0.0))
+                    next_sample += 1.0
+            pool.wait_acked(total)
+            pool.close()
+            published_s = time.perf_counter() - t0
+            agg.wait_for(lambda r: bench._processed(r) >= total, 600)
+            caught_up_s = time.perf_counter() - t0 - published_s
+            final = agg.snapshot()
+            agg.stop()
+            passages, distinct, letters = _counts(url)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    lost = total - distinct - letters
+    duplicates = passages - distinct
+    q2, q4 = bench._quarters(rss)
+    drift = q4 / q2 - 1
+    worst_lag = max(lags) if lags else 0.0
+    flat = abs(drift) <= FLAT_WITHIN
+    bounded = worst_lag <= args.max_lag
+    print(
+        f"\n== soak: {citizens:,} citizens, {rate:,.0f} scans/s for {seconds:.0f} s "
+        f"(published in {published_s:.0f} s, caught up {caught_up_s:.1f} s after)"
+    )
+    rows = [
+        ("scans sent", f"{total:,}", ""),
+        ("stored / dead letters", f"{distinct:,} / {letters:,}", ""),
+        ("duplicates stored", f"{duplicates:,}", "0: " + ("yes" if duplicates == 0 else "NO")),
+        ("lost", f"{lost:,}", "0: " + ("yes" if lost == 0 else "NO")),
+        (
+            "aggregator RSS, 2nd → last quarter (MiB)",
+            f"{bench._mb(q2):.1f} → {bench._mb(q4):.1f} ({drift:+.1%})",
+            f"flat (±{FLAT_WITHIN:.0%}): {'yes' if flat else 'NO'}",
+        ),
+        (
+            "ingest lag, median / worst (s)",
+            f"{statistics.median(lags) if lags else 0:.2f} / {worst_lag:.2f}",
+            f"≤ {args.max_lag:g} s: {'yes' if bounded else 'NO'}",
+        ),
+        ("verdicts sent", f"{int(final.get('verdicts_sent', 0)):,}", ""),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0 if (lost == 0 and duplicates == 0 and flat and bounded) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and soak."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak length (default 10)")
+    parser.add_argument("--rate", type=float, help="scans/s (default: --load × measured rate)")
+    parser.add_argument("--load", type=float, default=0.8, help="share of the measured rate")
+    parser.add_argument("--max-lag", type=float, default=5.0, help="worst lag allowed (s)")
+    parser.add_argument("--citizens", type=int, help="registry size (default 1,000,000)")
+    parser.add_argument("--quick", action="store_true", help="20,000 citizens")
+    return soak(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
