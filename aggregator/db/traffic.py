@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from aggregator.db.fleet import DeviceRecord
 from aggregator.db.schema import checkpoint_minute_rollups, devices
+from aggregator.db.venues import NO_BROKER_LOGIN
 from contract.messages import Direction
 
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -150,9 +151,14 @@ def devices_at(conn: Connection, *, checkpoint_ids: Collection[str]) -> list[Dev
     """The devices registered at these checkpoints, by checkpoint then id."""
     if not checkpoint_ids:
         return []
+    # A venue's door scanner is a virtual device that never connects to the
+    # broker: listed, it would mark every venue "down" on the wall screen.
+    hardware = or_(
+        devices.c.mqtt_password_hash.is_(None), devices.c.mqtt_password_hash != NO_BROKER_LOGIN
+    )
     query = (
         select(*(devices.c[f] for f in _DEVICE_FIELDS))
-        .where(devices.c.checkpoint_id.in_(sorted(checkpoint_ids)))
+        .where(devices.c.checkpoint_id.in_(sorted(checkpoint_ids)), hardware)
         .order_by(devices.c.checkpoint_id, devices.c.id)
     )
     return [DeviceRecord.model_validate(dict(row)) for row in conn.execute(query).mappings()]
