@@ -36,9 +36,22 @@ Disk full and I/O errors
     events / 8 MiB, the same strip-then-drop policy) that is written to disk,
     in order, as soon as a write succeeds again (tried at most every
     ``overflow_retry_s``). Overflow events are published like the others.
+    When the overflow is full too, it strips the crops of its oldest events,
+    then drops its oldest: what is lost is the oldest of the events made
+    after the disk filled; everything already on disk and the newest events
+    are kept (the aggregator sees the dropped ones as one sequence gap).
     Limits: overflow events die with the process; and if even the counter
     row could not be updated, their seqs may be handed out again after that
     restart.
+
+    An outbox must never fill its card by itself: SQLite needs new pages to
+    delete (Debian's build zeroes what it deletes, through the WAL) and to
+    checkpoint, so a full card would keep acknowledged events forever.
+    Without ``max_file_bytes`` the ceiling is the outbox's size plus the free
+    space at start, less a quarter of that (at most 64 MiB), and the WAL is
+    checkpointed within half that reserve; if a deletion still fails for want
+    of space, events are deleted one per transaction with a checkpoint
+    between.
 
 Corruption
     At start the file gets ``PRAGMA quick_check``; a file SQLite calls
@@ -75,6 +88,30 @@ SCHEMA_VERSION = 1
 SEQ_BLOCK = 1024
 _PAGE_SIZE = 4096
 _SQLITE_MAX_PAGES = 4294967294
+# Room the outbox leaves on its card when no max_file_bytes is set: SQLite needs
+# new pages to delete (the WAL) and to checkpoint, so an outbox that filled the
+# card by itself could never remove the events the broker acknowledged.
+_RESERVE_MAX = 64 * 1024 * 1024
+_SIDE_FILES = 64 * 1024
+
+
+def automatic_ceiling(path: Path) -> tuple[int, int]:
+    """The file ceiling used when none is configured, and the reserve it leaves: what
+    the outbox holds plus the free space, less a quarter of that (at most 64 MiB)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return _SQLITE_MAX_PAGES * _PAGE_SIZE, _RESERVE_MAX
+    used = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            used += os.stat(f"{path}{suffix}").st_size
+    room = used + st.f_bavail * st.f_frsize
+    reserve = min(_RESERVE_MAX, room // 4)
+    # Besides the WAL: the shared-memory index (32 KiB) and the sequence file.
+    return max(16 * _PAGE_SIZE, room - reserve - _SIDE_FILES), reserve
+
+
 _EVICT_BATCH = 64
 _EVICTION_LOG_EVERY_S = 60.0
 
@@ -130,7 +167,8 @@ class OutboxConfig(BaseModel):
         default=None,
         ge=16 * _PAGE_SIZE,
         description="hard ceiling on the database file (SQLite max_page_count), so logs "
-        "and config on the same card keep room",
+        "and config on the same card keep room; unset: the outbox's size plus the free space "
+        "at start, less a quarter of that (at most 64 MiB)",
     )
     overflow_max_events: int = Field(default=1000, ge=1)
     overflow_max_bytes: int = Field(default=8 * 1024 * 1024, ge=MAX_SCAN_BYTES)
@@ -289,7 +327,15 @@ class Outbox:
                 conn.execute(statement)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._apply_max_file_bytes(conn, self.config.max_file_bytes)
+            ceiling = self.config.max_file_bytes
+            if ceiling is None:
+                ceiling, reserve = automatic_ceiling(path)
+                # The WAL grows outside the file ceiling until a checkpoint: keep
+                # it within half the reserve (SQLite's default is 1,000 pages).
+                wal_pages = max(4, min(1000, reserve // 2 // _PAGE_SIZE))
+                conn.execute(f"PRAGMA wal_autocheckpoint = {wal_pages}")
+                log.info("outbox: file ceiling %d bytes (free space at start)", ceiling)
+            self._apply_max_file_bytes(conn, ceiling)
         except sqlite3.DatabaseError as exc:
             conn.close()
             if _is_corruption(exc):
@@ -628,28 +674,53 @@ class Outbox:
                 removed += len(self._overflow) - len(keep)
                 self._overflow = keep
                 self._overflow_bytes = sum(len(p.payload) for p in keep)
-            conn = self._conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                rows: list[tuple[int]] = []
-                for chunk in _chunks(wanted, 500):
-                    marks = ",".join("?" * len(chunk))
-                    rows += conn.execute(
-                        f"DELETE FROM events WHERE seq IN ({marks}) RETURNING length(payload)",
-                        chunk,
-                    ).fetchall()
-                conn.execute("COMMIT")
+                rows = self._delete_locked(wanted)
             except sqlite3.Error as exc:
                 self._rollback_locked()
-                self._write_errors += 1
-                self._raise_alarm(_write_alarm(exc))
-                log.error("outbox: cannot remove acknowledged events (%s); retrying later", exc)
-                raise OutboxError(str(exc)) from exc
+                rows = None
+                if _write_alarm(exc) == ALARM_DISK_FULL and len(wanted) > 1:
+                    # Deleting writes pages to the WAL too (Debian's SQLite zeroes
+                    # what it deletes): with the card full, free it event by
+                    # event, checkpointing between, so each step needs little room.
+                    rows = self._delete_one_by_one_locked(wanted)
+                if rows is None:
+                    self._write_errors += 1
+                    self._raise_alarm(_write_alarm(exc))
+                    log.error("outbox: cannot remove acknowledged events (%s); retrying later", exc)
+                    raise OutboxError(str(exc)) from exc
             self._count -= len(rows)
             self._bytes -= sum(r[0] for r in rows)
             removed += len(rows)
             self._acked += removed
         return removed
+
+    def _delete_locked(self, seqs: list[int]) -> list[tuple[int]]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        rows: list[tuple[int]] = []
+        for chunk in _chunks(seqs, 500):
+            marks = ",".join("?" * len(chunk))
+            rows += conn.execute(
+                f"DELETE FROM events WHERE seq IN ({marks}) RETURNING length(payload)",
+                chunk,
+            ).fetchall()
+        conn.execute("COMMIT")
+        return rows
+
+    def _delete_one_by_one_locked(self, seqs: list[int]) -> list[tuple[int]] | None:
+        """Delete ``seqs`` one per transaction; None if not even one could go."""
+        rows: list[tuple[int]] = []
+        for seq in seqs:
+            try:
+                rows += self._delete_locked([seq])
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                self._rollback_locked()
+                if not rows:
+                    return None
+                break  # what went is counted; the rest is retried with the next PUBACKs
+        return rows
 
     # -- figures -------------------------------------------------------------
 

@@ -353,13 +353,6 @@ def test_outbox_capped_below_the_card_recovers_once_acknowledged(tmp_path: Path)
     assert stats.overflow_depth == 0 and stats.depth == 1  # the next event is on disk again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge bug: an outbox that fills the card by itself (no max_file_bytes) can never "
-    "delete acknowledged events: SQLite needs new WAL pages to delete and cannot checkpoint "
-    "without growing the database file, so the card stays full until someone frees space "
-    "by hand (edge/outbox.py ack_many, OutboxConfig.max_file_bytes defaults to None)",
-)
 def test_outbox_that_filled_the_card_itself_recovers_once_acknowledged(tmp_path: Path) -> None:
     with tiny_disk(tmp_path / "card", "256k") as card:
         box = Outbox(OutboxConfig(path=card / "outbox.sqlite3", overflow_retry_s=0.0))
