@@ -21,6 +21,7 @@ GROUPS: list[tuple[str, str]] = [
     ("aggregator.db.migrate", "aggregator"),
     ("aggregator.broker", "aggregator"),
     ("aggregator.auth.cli", "aggregator"),
+    ("aggregator.retention_cli", "aggregator"),
     ("simulators.cli", "sim"),
     ("kiemdich.demo", "sim"),
 ]

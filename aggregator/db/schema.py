@@ -490,6 +490,8 @@ ward_notifications = Table(
     Column("handled_by", BigInteger, ForeignKey("officers.id")),
     _one_of("kind", NotificationKind, "kind"),
     Index("ix_ward_notifications_ward_code_created_at", "ward_code", "created_at"),
+    # Deleting a passage looks up notifications pointing at it (foreign key check, retention).
+    Index("ix_ward_notifications_event_id", "event_id"),
     # A ward's unhandled inbox stays small however long its history grows.
     Index(
         "ix_ward_notifications_inbox",

@@ -44,12 +44,12 @@ from aggregator.db.declarations import (
 from aggregator.db.schema import DeclarationSource, Role
 from aggregator.web import admin_ops
 from aggregator.web.admin_models import WardOut
-from aggregator.web.forms import by_field, form_fields, validate
+from aggregator.web.forms import WARD_CODE_MAX, by_field, form_fields, validate
 from aggregator.web.i18n import both
 from aggregator.web.qr import qr_png, qr_svg
 from aggregator.web.settings_issue import IssueSettings, issue_settings, signing_key
 from aggregator.web.templating import PAGE_HEADERS, register_nav, render
-from contract.token import Verification, decode_token
+from contract.token import PassClaims, Verification, decode_token
 
 router = APIRouter(tags=["declarations"])
 
@@ -63,6 +63,19 @@ register_nav(
 )
 
 _WARD_FIELDS = ("origin_ward_code", "destination_ward_code")
+
+
+def _validate(raw: dict[str, Any]) -> tuple[DeclarationInput | None, list[Problem]]:
+    body, problems = validate(DeclarationInput, raw)
+    if body is None:
+        return None, problems
+    # A code beyond the column's range is no ward, and must not reach the driver (a 500).
+    outside = [
+        Problem(name, "declare.error.ward")
+        for name in _WARD_FIELDS
+        if getattr(body, name) > WARD_CODE_MAX
+    ]
+    return (None, outside) if outside else (body, [])
 
 
 def _problems_json(problems: list[Problem], status_code: int = 422) -> JSONResponse:
@@ -211,7 +224,7 @@ async def _submit(request: Request, officer: Officer | None) -> Response:
                 headers={"Retry-After": str(wait)},
             )
     data = await run_in_threadpool(_resolve_typed_wards, request, data)
-    body, problems = validate(DeclarationInput, _form_body(data, symptoms))
+    body, problems = _validate(_form_body(data, symptoms))
     if body is not None:
         source = DeclarationSource.WEB if officer is None else DeclarationSource.PAPER
         try:
@@ -264,7 +277,7 @@ async def _submit_json(request: Request, raw: dict[str, Any], officer: Officer |
                 status_code=429,
                 headers={"Retry-After": str(wait)},
             )
-    body, problems = validate(DeclarationInput, raw)
+    body, problems = _validate(raw)
     if body is None:
         return _problems_json(problems)
     source = DeclarationSource.WEB if officer is None else DeclarationSource.PAPER
@@ -283,31 +296,38 @@ async def api_declare(request: Request, raw: dict[str, Any]) -> Response:
     return await _submit_json(request, raw, None)
 
 
-def _token_or_none(token: str) -> str | None:
-    return None if isinstance(decode_token(token), Verification) else token
+def _claims_or_none(token: str) -> PassClaims | None:
+    claims = decode_token(token)
+    return None if isinstance(claims, Verification) else claims
+
+
+def _qr_headers(claims: PassClaims, extension: str, download: bool) -> dict[str, str]:
+    # Named after the pass's number, so a family's passes saved on one phone stay apart
+    # (the server's name wins over the page link's ``download`` attribute).
+    disposition = "attachment" if download else "inline"
+    name = f"kiem-dich-{claims.declaration_id}.{extension}"
+    return {**PAGE_HEADERS, "Content-Disposition": f'{disposition}; filename="{name}"'}
 
 
 @router.get("/khai-bao/qr.png", include_in_schema=False)
-def pass_png(token: Annotated[str, Query(max_length=400)]) -> Response:
-    """The QR of a pass token as PNG (download: ``?download=1`` names the file)."""
-    if _token_or_none(token) is None:
+def pass_png(token: Annotated[str, Query(max_length=400)], download: bool = False) -> Response:
+    """The QR of a pass token as PNG (``?download=1``: as a file to save)."""
+    claims = _claims_or_none(token)
+    if claims is None:
         return _problems_json([Problem("token", "declare.error.bad_token")], 400)
     return Response(
-        qr_png(token),
-        media_type="image/png",
-        headers={**PAGE_HEADERS, "Content-Disposition": 'inline; filename="kiem-dich-qr.png"'},
+        qr_png(token), media_type="image/png", headers=_qr_headers(claims, "png", download)
     )
 
 
 @router.get("/khai-bao/qr.svg", include_in_schema=False)
-def pass_svg(token: Annotated[str, Query(max_length=400)]) -> Response:
-    """The QR of a pass token as SVG (prints sharp at any size)."""
-    if _token_or_none(token) is None:
+def pass_svg(token: Annotated[str, Query(max_length=400)], download: bool = False) -> Response:
+    """The QR of a pass token as SVG (prints sharp at any size; ``?download=1``: as a file)."""
+    claims = _claims_or_none(token)
+    if claims is None:
         return _problems_json([Problem("token", "declare.error.bad_token")], 400)
     return Response(
-        qr_svg(token),
-        media_type="image/svg+xml",
-        headers={**PAGE_HEADERS, "Content-Disposition": 'inline; filename="kiem-dich-qr.svg"'},
+        qr_svg(token), media_type="image/svg+xml", headers=_qr_headers(claims, "svg", download)
     )
 
 

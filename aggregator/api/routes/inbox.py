@@ -23,9 +23,17 @@ from starlette.concurrency import run_in_threadpool
 
 from aggregator.auth.audit import record_action, record_read
 from aggregator.auth.deps import Officer, client_ip, get_engine, require_roles
-from aggregator.db.schema import NotificationKind, Role, citizens, ward_notifications, wards
-from aggregator.web.forms import form_fields
+from aggregator.db.schema import (
+    HealthStatus,
+    NotificationKind,
+    Role,
+    citizens,
+    ward_notifications,
+    wards,
+)
+from aggregator.web.forms import RowId, form_fields, row_id
 from aggregator.web.templating import register_nav, render
+from contract.messages import Color
 
 router = APIRouter(tags=["inbox"])
 
@@ -33,6 +41,11 @@ InboxOfficer = Annotated[Officer, Depends(require_roles(Role.WARD_POLICE, Role.A
 register_nav("/inbox", "nav.inbox", {Role.WARD_POLICE, Role.ADMIN}, order=12)
 READ_PURPOSE = "Xử lý thông báo của phường / ward notifications"
 INBOX_KINDS = (NotificationKind.ARRIVAL, NotificationKind.DEPARTURE, NotificationKind.STATUS_CHANGE)
+# Codes in notification payloads the page shows in words (i18n key prefix -> codes).
+WORDED: dict[str, frozenset[str]] = {
+    "registry.status.": frozenset(s.value for s in HealthStatus),
+    "verdict.": frozenset(c.value for c in Color),
+}
 
 
 class InboxItem(BaseModel):
@@ -58,7 +71,7 @@ class HandledBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[RowId] = Field(min_length=1, max_length=1000)
 
 
 def _scoped(officer: Officer) -> list[Any]:
@@ -232,6 +245,7 @@ async def inbox_page(
             "kind": chosen.value if chosen else "",
             "handled": handled if handled in {"true", "all"} else "false",
             "kinds": INBOX_KINDS,
+            "worded": WORDED,
         },
         officer=officer,
     )
@@ -239,9 +253,12 @@ async def inbox_page(
 
 @router.post("/inbox/handled", include_in_schema=False)
 async def inbox_handled_form(request: Request, officer: InboxOfficer) -> Response:
-    """Mark the ticked notifications (or the one button's) handled, then back to the list."""
+    """Mark the ticked notifications (or only the one whose row button was pressed) handled."""
     form = await request.form()
-    ids = [int(v) for v in form.getlist("id") if isinstance(v, str) and v.isdigit()]
+    # A row's own button names its row ("one"): boxes ticked on other rows are not meant.
+    one = form.get("one")
+    chosen = [one] if isinstance(one, str) else form.getlist("id")
+    ids = [i for v in chosen if isinstance(v, str) and (i := row_id(v)) is not None]
     data = await form_fields(request)
     if ids:
         await run_in_threadpool(_handle, request, officer, ids)

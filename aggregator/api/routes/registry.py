@@ -129,9 +129,12 @@ async def api_status(request: Request, officer: RegistryOfficer, raw: dict[str, 
 # --- import ----------------------------------------------------------------------------
 
 
-def _report(check: ImportCheck) -> dict[str, Any]:
-    def problem(field: str, key: str, params: dict[str, Any]) -> dict[str, Any]:
-        return Problem(field, key, params).as_json()
+def _report(check: ImportCheck, *, page: bool = False) -> dict[str, Any]:
+    """The import's report: JSON problems for the API, ``Problem``s (one language) for the page."""
+
+    def problem(field: str, key: str, params: dict[str, Any]) -> Any:
+        found = Problem(field, key, params)
+        return found if page else found.as_json()
 
     return {
         "ok": check.ok,
@@ -280,7 +283,7 @@ async def registry_import_form(request: Request, officer: RegistryOfficer) -> Re
         )
         return _page(request, officer, problems=[problem], dry_run=dry_run, status_code=413)
     check, applied = await run_in_threadpool(_import, request, officer, data, dry_run)
-    report = _report(check)
+    report = _report(check, page=True)
     report["imported"] = applied is not None
     report["changed"] = sum(a.changed for a in applied) if applied else 0
     if applied and report["changed"]:
