@@ -203,7 +203,7 @@ def test_public_rate_limit_counts_per_address(engine: Engine) -> None:
         ("identity_no", "097090000001", "declare.error.identity_province"),
         ("date_of_birth", "2999-01-01", "declare.error.birth_date"),
         ("travel_date", "2020-01-01", "declare.error.travel_date"),
-        ("symptoms", ["fever", "sneezing"], "error.invalid"),
+        ("symptoms", ["fever", "sneezing"], "error.choice"),
     ],
 )
 def test_validation_names_the_field(field: str, value: Any, key: str) -> None:

@@ -52,6 +52,25 @@ def custom_error(key: str, **params: Any) -> PydanticCustomError:
     return PydanticCustomError(key, "{key}", {"key": key, **params})
 
 
+# pydantic's own error types with a message of ours (its messages are English only).
+_KNOWN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "enum": ("error.choice", ("expected",)),
+    "literal_error": ("error.choice", ("expected",)),
+    "int_parsing": ("error.integer", ()),
+    "int_from_float": ("error.integer", ()),
+    "int_type": ("error.integer", ()),
+    "float_parsing": ("error.number", ()),
+    "float_type": ("error.number", ()),
+    "date_parsing": ("error.date", ()),
+    "date_from_datetime_parsing": ("error.date", ()),
+    "date_type": ("error.date", ()),
+    "string_too_long": ("error.too_long", ("max_length",)),
+    "string_too_short": ("error.too_short", ("min_length",)),
+    "greater_than_equal": ("error.at_least", ("ge",)),
+    "less_than_equal": ("error.at_most", ("le",)),
+}
+
+
 def from_validation_error(exc: ValidationError) -> list[Problem]:
     """One problem per pydantic error; errors raised with :func:`custom_error` keep their key."""
     out = []
@@ -63,6 +82,12 @@ def from_validation_error(exc: ValidationError) -> list[Problem]:
             out.append(Problem(name, err["type"], ctx))
         elif err["type"] == "missing":
             out.append(Problem(name, "error.required"))
+        elif err["type"] in _KNOWN:
+            key, wanted = _KNOWN[err["type"]]
+            params = {k: str(ctx.get(k, "")) for k in wanted}
+            if "expected" in params:  # "'none', 'F0' or 'F1'": the "or" is English
+                params["expected"] = params["expected"].replace("' or '", "', '").replace("'", "")
+            out.append(Problem(name, key, params))
         else:
             out.append(Problem(name, "error.invalid", {"detail": err["msg"]}))
     return out

@@ -133,6 +133,23 @@ STRINGS: dict[str, dict[Lang, str]] = {
     # --- validation ---------------------------------------------------------------
     "error.required": {"vi": "Bắt buộc nhập.", "en": "Required."},
     "error.invalid": {"vi": "Giá trị không hợp lệ ({detail}).", "en": "Invalid value ({detail})."},
+    "error.choice": {"vi": "Chọn một trong: {expected}.", "en": "Choose one of: {expected}."},
+    "error.integer": {"vi": "Cần một số nguyên.", "en": "A whole number is needed."},
+    "error.number": {"vi": "Cần một số.", "en": "A number is needed."},
+    "error.date": {
+        "vi": "Ngày không hợp lệ (dạng NNNN-TT-NN).",
+        "en": "Invalid date (YYYY-MM-DD).",
+    },
+    "error.too_long": {
+        "vi": "Dài quá {max_length} ký tự.",
+        "en": "Longer than {max_length} characters.",
+    },
+    "error.too_short": {
+        "vi": "Cần ít nhất {min_length} ký tự.",
+        "en": "At least {min_length} characters.",
+    },
+    "error.at_least": {"vi": "Không được nhỏ hơn {ge}.", "en": "Must be at least {ge}."},
+    "error.at_most": {"vi": "Không được lớn hơn {le}.", "en": "Must be at most {le}."},
     "error.password_short": {
         "vi": "Mật khẩu cần ít nhất {min} ký tự.",
         "en": "The password needs at least {min} characters.",
