@@ -79,6 +79,9 @@ JpegCrop = Annotated[
 ]
 
 
+MAX_BIGINT = 2**63 - 1
+
+
 class Direction(StrEnum):
     """Travel direction through a checkpoint."""
 
@@ -135,12 +138,16 @@ class ScanEvent(_Wire):
     checkpoint_id: CheckpointId
     lane: int = Field(ge=0, le=63)
     direction: Direction
-    seq: int = Field(ge=0, description="per-device sequence number; gaps show lost events")
+    # Bounded by the store's BIGINT: a larger number is refused here with a
+    # reason instead of failing the whole batch's transaction.
+    seq: int = Field(
+        ge=0, le=MAX_BIGINT, description="per-device sequence number; gaps show lost events"
+    )
     seen_at: AwareDatetime = Field(description="edge clock, first frame the code was read")
     token: str = Field(max_length=MAX_TOKEN_CHARS)
     decoder: str = Field(max_length=16, description="zxing | zbar | manual")
     quality: float = Field(ge=0.0, le=1.0)
-    frames_seen: int = Field(ge=1, default=1)
+    frames_seen: int = Field(ge=1, le=2**31 - 1, default=1)
     local_verdict: LocalVerdict | None = None
     crop_jpeg: JpegCrop | None = None
 

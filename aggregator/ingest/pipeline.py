@@ -202,10 +202,15 @@ class IngestPipeline:
         """
         try:
             return self._store_once(prepared)
-        except (IntegrityError, DataError) as exc:
+        # OverflowError: the sqlite3 driver refuses an integer beyond 64 bits
+        # itself, before SQLAlchemy could wrap it as a DataError.
+        except (IntegrityError, DataError, OverflowError) as exc:
             if len(prepared.parsed) + len(prepared.letters) <= 1:
                 return self._store_refused(prepared, exc)
-            log.warning("batch refused by the database, storing event by event: %s", exc.orig)
+            log.warning(
+                "batch refused by the database, storing event by event: %s",
+                getattr(exc, "orig", exc),
+            )
         merged = BatchOutcome(WriteResult(), [])
         singles = [Prepared(parsed=[p]) for p in prepared.parsed]
         singles += [Prepared(letters=[d]) for d in prepared.letters]
@@ -222,11 +227,14 @@ class IngestPipeline:
             r.seqs_filled += o.seqs_filled
         return merged
 
-    def _store_refused(self, prepared: Prepared, exc: IntegrityError | DataError) -> BatchOutcome:
+    def _store_refused(
+        self, prepared: Prepared, exc: IntegrityError | DataError | OverflowError
+    ) -> BatchOutcome:
         items = [p.item for p in prepared.parsed] + [
             Inbound(d.topic, d.payload, d.received_at) for d in prepared.letters
         ]
-        detail = f"{type(exc.orig).__name__}: {exc.orig}"
+        cause = getattr(exc, "orig", exc)
+        detail = f"{type(cause).__name__}: {cause}"
         log.error("event refused by the database, kept as a dead letter: %s", detail)
         letters = [dead_letter(item, DeadLetterReason.STORE_REJECTED, detail) for item in items]
         return self._store_once(Prepared(letters=letters))

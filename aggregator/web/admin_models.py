@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime
+from datetime import datetime
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,6 +18,7 @@ from aggregator.auth.device_credentials import IssuedDevice
 from aggregator.auth.model import Scope
 from aggregator.auth.problems import custom_error
 from aggregator.db.schema import CheckpointKind, DeviceDirection, Role
+from aggregator.web.forms import Day, RowId, WardCode
 from contract.topics import CHECKPOINT_ID_PATTERN, DEVICE_ID_PATTERN
 
 _CHECKPOINT_ID = re.compile(CHECKPOINT_ID_PATTERN)
@@ -36,7 +37,7 @@ class CheckpointCreate(_Body):
     id: str
     name: str = Field(min_length=1, max_length=200)
     kind: CheckpointKind
-    ward_code: int
+    ward_code: WardCode
     lat: float | None = None
     lon: float | None = None
     owner: str | None = Field(default=None, max_length=200)
@@ -195,10 +196,10 @@ class AuditQuery(_Body):
     officer: str | None = Field(default=None, max_length=64, description="username")
     action: str | None = Field(default=None, max_length=64)
     subject: str | None = Field(default=None, max_length=200)
-    since: date | None = None
-    until: date | None = None
-    before: int | None = Field(default=None, ge=1, description="older than this entry id")
-    after: int | None = Field(default=None, ge=1, description="newer than this entry id")
+    since: Day | None = None
+    until: Day | None = None
+    before: RowId | None = Field(default=None, description="older than this entry id")
+    after: RowId | None = Field(default=None, description="newer than this entry id")
 
     @model_validator(mode="after")
     def _range(self) -> Self:

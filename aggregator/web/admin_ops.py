@@ -36,6 +36,7 @@ from aggregator.web.admin_models import (
     OfficerUpdate,
     WardOut,
 )
+from aggregator.web.forms import WARD_CODE_MAX
 from aggregator.web.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,10 @@ def create_checkpoint(
 def find_wards(conn: Connection, query: str, *, limit: int = 20) -> list[WardOut]:
     """Wards matching ``query`` ignoring diacritics (a number: the ward with that code)."""
     query = query.strip()
-    if query.isdigit():
-        ward = get_ward(conn, code=int(query))
+    # ASCII digits only ("²" is a digit to str.isdigit) and short enough for the column.
+    if query.isascii() and query.isdigit():
+        code = int(query)
+        ward = get_ward(conn, code=code) if code <= WARD_CODE_MAX else None
         found = [ward] if ward is not None else []
     else:
         found = search_wards(conn, name_query=query, limit=limit)

@@ -38,7 +38,7 @@ from aggregator.web.admin_models import (
     PasswordSet,
     WardOut,
 )
-from aggregator.web.forms import by_field, form_fields, split_list, validate
+from aggregator.web.forms import RowId, by_field, form_fields, split_list, validate
 from aggregator.web.settings import web_settings
 from aggregator.web.templating import render
 
@@ -327,14 +327,14 @@ def _officer_page(
     )
 
 
-def _load(request: Request, officer_id: int) -> OfficerRow | None:
+def _load(request: Request, officer_id: RowId) -> OfficerRow | None:
     with get_engine(request).connect() as conn:
         return accounts.get_officer(conn, officer_id=officer_id)
 
 
 @router.get("/admin/officers/{officer_id}", include_in_schema=False)
 def officer_page(
-    request: Request, officer: AdminOfficer, officer_id: int, saved: str | None = None
+    request: Request, officer: AdminOfficer, officer_id: RowId, saved: str | None = None
 ) -> Response:
     """One account: role, scopes, activity, password reset."""
     target = _load(request, officer_id)
@@ -355,7 +355,7 @@ def officer_page(
 
 
 def _update_officer(
-    request: Request, officer: Officer, officer_id: int, data: dict[str, str]
+    request: Request, officer: Officer, officer_id: RowId, data: dict[str, str]
 ) -> Response:
     target = _load(request, officer_id)
     if target is None:
@@ -392,14 +392,14 @@ def _update_officer(
 
 
 @router.post("/admin/officers/{officer_id}", include_in_schema=False)
-async def officer_update(request: Request, officer: AdminOfficer, officer_id: int) -> Response:
+async def officer_update(request: Request, officer: AdminOfficer, officer_id: RowId) -> Response:
     """Save an account's name, role, scopes and activity."""
     data = await form_fields(request)
     return await run_in_threadpool(_update_officer, request, officer, officer_id, data)
 
 
 def _set_password(
-    request: Request, officer: Officer, officer_id: int, data: dict[str, str]
+    request: Request, officer: Officer, officer_id: RowId, data: dict[str, str]
 ) -> Response:
     target = _load(request, officer_id)
     if target is None:
@@ -433,7 +433,7 @@ def _set_password(
 
 
 @router.post("/admin/officers/{officer_id}/password", include_in_schema=False)
-async def officer_password(request: Request, officer: AdminOfficer, officer_id: int) -> Response:
+async def officer_password(request: Request, officer: AdminOfficer, officer_id: RowId) -> Response:
     """Set a new password for an account (its sessions end)."""
     data = await form_fields(request)
     return await run_in_threadpool(_set_password, request, officer, officer_id, data)
@@ -593,7 +593,7 @@ def api_officer_create(request: Request, officer: AdminOfficer, body: OfficerCre
 
 
 @router.get("/api/admin/officers/{officer_id}", response_model=OfficerRow, responses={404: {}})
-def api_officer(request: Request, _officer: AdminOfficer, officer_id: int) -> Any:
+def api_officer(request: Request, _officer: AdminOfficer, officer_id: RowId) -> Any:
     """One account."""
     target = _load(request, officer_id)
     return target if target is not None else _not_found()
@@ -603,7 +603,7 @@ def api_officer(request: Request, _officer: AdminOfficer, officer_id: int) -> An
     "/api/admin/officers/{officer_id}", response_model=OfficerRow, responses={404: {}, 422: {}}
 )
 def api_officer_update(
-    request: Request, officer: AdminOfficer, officer_id: int, body: OfficerUpdate
+    request: Request, officer: AdminOfficer, officer_id: RowId, body: OfficerUpdate
 ) -> Any:
     """Change an account's name, role, scopes or activity (its sessions end on access changes)."""
     try:
@@ -621,7 +621,7 @@ def api_officer_update(
     "/api/admin/officers/{officer_id}/password", status_code=204, responses={404: {}, 422: {}}
 )
 def api_officer_password(
-    request: Request, officer: AdminOfficer, officer_id: int, body: PasswordSet
+    request: Request, officer: AdminOfficer, officer_id: RowId, body: PasswordSet
 ) -> Response:
     """Set an account's password (its sessions end)."""
     try:

@@ -45,6 +45,7 @@ from aggregator.db.alerts import (
 from aggregator.db.engine import in_transaction
 from aggregator.db.places import checkpoint_places
 from aggregator.db.schema import AlertStatus, Role
+from aggregator.web.forms import ROW_ID_MAX, RowId
 from aggregator.web.i18n import Lang, both, request_lang, t
 from aggregator.web.live import LiveHub, alert_events, get_hub
 from contract.messages import AlertKind
@@ -145,7 +146,7 @@ def alerts_list(
     checkpoint: CheckpointParam = None,
     status: Annotated[list[AlertStatus] | None, Query()] = None,
     kind: Annotated[list[AlertKind] | None, Query()] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[RowId | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
 ) -> AlertList:
     """Alerts newest first, within the officer's scope, by checkpoint, status and kind."""
@@ -185,7 +186,7 @@ def alerts_list(
 
 @router.get("/api/alerts/{alert_id}", response_model=AlertOut)
 def alert_detail(
-    request: Request, alert_id: int, officer: MonitorOfficer, engine: EngineDep
+    request: Request, alert_id: RowId, officer: MonitorOfficer, engine: EngineDep
 ) -> AlertOut:
     """One alert with the passage, the person and their declaration, and its history."""
 
@@ -215,7 +216,7 @@ def alert_detail(
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 def alert_crop_jpeg(
-    request: Request, alert_id: int, officer: MonitorOfficer, engine: EngineDep
+    request: Request, alert_id: RowId, officer: MonitorOfficer, engine: EngineDep
 ) -> Response:
     """The JPEG the gate cropped around the code (it may show a face or a plate: audited)."""
 
@@ -245,7 +246,7 @@ def alert_crop_jpeg(
     responses={404: {}, 403: {}, 409: {}, 422: {}},
 )
 def alert_act(
-    alert_id: int, body: ActionIn, officer: MonitorOfficer, engine: EngineDep
+    alert_id: RowId, body: ActionIn, officer: MonitorOfficer, engine: EngineDep
 ) -> AlertState:
     """Acknowledge, confirm, resolve (a note is required) or mark a false read.
 
@@ -292,7 +293,7 @@ def stream_params(
     officer: LiveOfficer,
     engine: EngineDep,
     checkpoint: CheckpointParam = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=ROW_ID_MAX)] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamParams:
     """Checked before the stream starts (an SSE response cannot change its status later).
@@ -304,9 +305,11 @@ def stream_params(
             check_checkpoint(conn, officer, checkpoint)
     resume = after
     if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
+        text = last_event_id.strip()
+        # ASCII digits only ("²" is a digit to str.isdigit) and within the column's range.
+        if not (text.isascii() and text.isdigit()) or int(text) > ROW_ID_MAX:
             raise refuse(422, "last_event_id", "error.invalid", detail="Last-Event-ID")
-        resume = int(last_event_id.strip())
+        resume = int(text)
     return StreamParams(checkpoint=checkpoint, after_id=resume)
 
 

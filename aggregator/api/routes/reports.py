@@ -28,6 +28,7 @@ from aggregator.db.places import checkpoint_places
 from aggregator.db.reports import DailyReport, ReportInputError, daily_report
 from aggregator.db.schema import Role
 from aggregator.web.exports import Sheet, csv_bytes, download, xlsx_bytes
+from aggregator.web.forms import Day
 from aggregator.web.i18n import Lang, request_lang, t
 from aggregator.web.templating import register_nav, render
 
@@ -59,8 +60,8 @@ def _days(first_day: date | None, last_day: date | None) -> tuple[date, date]:
     return first, last_day or first
 
 
-FirstDay = Annotated[date | None, Query(description="first day (Vietnam), default today")]
-LastDay = Annotated[date | None, Query(description="last day included, default first_day")]
+FirstDay = Annotated[Day | None, Query(description="first day (Vietnam), default today")]
+LastDay = Annotated[Day | None, Query(description="last day included, default first_day")]
 
 
 @router.get("/reports/daily", response_class=HTMLResponse, include_in_schema=False)

@@ -59,6 +59,7 @@ from aggregator.db.tracing import (
 )
 from aggregator.web import i18n_trace
 from aggregator.web.exports import ExportFormat, export
+from aggregator.web.forms import RowId
 from aggregator.web.i18n import Lang, request_lang, t
 from aggregator.web.templating import register_nav, render
 from contract.messages import Color
@@ -86,8 +87,15 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=LOCAL_TZ) if value.tzinfo is None else value
 
 
+def _utc(value: datetime) -> datetime:
+    try:
+        return _aware(value).astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 shifted across midnight by the zone
+        raise _bad_input(ValueError(f"{value.isoformat()}: out of range")) from exc
+
+
 def _window(since: datetime, until: datetime) -> tuple[datetime, datetime]:
-    return _aware(since).astimezone(UTC), _aware(until).astimezone(UTC)
+    return _utc(since), _utc(until)
 
 
 def _bad_input(exc: ValueError) -> HTTPException:
@@ -218,7 +226,7 @@ def place_json(
     start, end = _window(since, until)
     after = None
     if after_seen_at is not None and after_event_id is not None:
-        after = PlaceCursor(seen_at=_aware(after_seen_at), event_id=after_event_id)
+        after = PlaceCursor(seen_at=_utc(after_seen_at), event_id=after_event_id)
     return _place_page(
         engine,
         officer,
@@ -412,7 +420,7 @@ def route_json(
     *,
     officer: Investigator,
     engine: EngineDep,
-    citizen_id: int,
+    citizen_id: RowId,
     since: Since,
     until: Until,
     purpose: Purpose,
@@ -439,7 +447,7 @@ def route_export(
     officer: Investigator,
     engine: EngineDep,
     fmt: ExportFormat,
-    citizen_id: int,
+    citizen_id: RowId,
     since: Since,
     until: Until,
     purpose: Purpose,
@@ -545,7 +553,7 @@ def contacts_json(
     *,
     officer: Investigator,
     engine: EngineDep,
-    citizen_id: int,
+    citizen_id: RowId,
     since: Since,
     until: Until,
     purpose: Purpose,
@@ -574,7 +582,7 @@ def contacts_export(
     officer: Investigator,
     engine: EngineDep,
     fmt: ExportFormat,
-    citizen_id: int,
+    citizen_id: RowId,
     since: Since,
     until: Until,
     purpose: Purpose,
@@ -627,8 +635,8 @@ class MarkF1In(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source_citizen_id: int
-    citizen_ids: list[int] = Field(min_length=1, max_length=1_000)
+    source_citizen_id: RowId
+    citizen_ids: list[RowId] = Field(min_length=1, max_length=1_000)
 
 
 class MarkF1Out(BaseModel):
