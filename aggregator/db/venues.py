@@ -38,10 +38,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Self, TypeVar
+from typing import Annotated, Self, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -106,8 +114,43 @@ STORE_ATTEMPTS = 4
 _PHONE = re.compile(r"^(?:\+84|0)\d{9,10}$")
 _PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
 _SLUG_GAP = re.compile(r"[^a-z0-9]+")
+# The fewest characters (after trimming) of a registered text, and the error key when
+# fewer: anything shorter is a slip of the keyboard, not a name or an address.
+_SHORTEST: dict[str, tuple[int, str]] = {
+    "name": (2, "venue.error.name"),
+    "address": (5, "venue.error.address"),
+    "contact_name": (2, "venue.error.contact_name"),
+}
 
 T = TypeVar("T")
+
+
+# --- coordinates (shared with the admin API's checkpoint body) ---------------------------
+
+
+def _latitude(value: float) -> float:
+    # NaN and infinities parse as floats but are no place on Earth.
+    if not (math.isfinite(value) and -90 <= value <= 90):
+        raise custom_error("error.lat")
+    return value
+
+
+def _longitude(value: float) -> float:
+    if not (math.isfinite(value) and -180 <= value <= 180):
+        raise custom_error("error.lon")
+    return value
+
+
+Latitude = Annotated[float, AfterValidator(_latitude)]
+"""A latitude in degrees (error key ``error.lat`` outside -90..90 or not finite)."""
+Longitude = Annotated[float, AfterValidator(_longitude)]
+"""A longitude in degrees (error key ``error.lon`` outside -180..180 or not finite)."""
+
+
+def check_coordinate_pair(lat: float | None, lon: float | None) -> None:
+    """Refuse a latitude without a longitude or the reverse (``error.coordinates_pair``)."""
+    if (lat is None) != (lon is None):
+        raise custom_error("error.coordinates_pair")
 
 
 # --- what a manager registers -----------------------------------------------------------
@@ -126,30 +169,17 @@ class VenueDetails(BaseModel):
     category: VenueCategory
     address: str = Field(max_length=300)
     ward_code: int = Field(ge=1, le=2**31 - 1)
-    lat: float | None = None
-    lon: float | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
     contact_name: str = Field(max_length=120)
     contact_phone: str = Field(max_length=32)
 
-    @field_validator("name")
+    @field_validator(*_SHORTEST)
     @classmethod
-    def _name(cls, value: str) -> str:
-        if len(value) < 2:
-            raise custom_error("venue.error.name")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if len(value) < 5:
-            raise custom_error("venue.error.address")
-        return value
-
-    @field_validator("contact_name")
-    @classmethod
-    def _contact_name(cls, value: str) -> str:
-        if len(value) < 2:
-            raise custom_error("venue.error.contact_name")
+    def _long_enough(cls, value: str, info: ValidationInfo) -> str:
+        least, key = _SHORTEST[str(info.field_name)]
+        if len(value) < least:
+            raise custom_error(key)
         return value
 
     @field_validator("contact_phone")
@@ -160,24 +190,9 @@ class VenueDetails(BaseModel):
             raise custom_error("venue.error.phone")
         return digits
 
-    @field_validator("lat")
-    @classmethod
-    def _lat(cls, value: float | None) -> float | None:
-        if value is not None and not (math.isfinite(value) and -90 <= value <= 90):
-            raise custom_error("error.lat")
-        return value
-
-    @field_validator("lon")
-    @classmethod
-    def _lon(cls, value: float | None) -> float | None:
-        if value is not None and not (math.isfinite(value) and -180 <= value <= 180):
-            raise custom_error("error.lon")
-        return value
-
     @model_validator(mode="after")
     def _pair(self) -> Self:
-        if (self.lat is None) != (self.lon is None):
-            raise custom_error("error.coordinates_pair")
+        check_coordinate_pair(self.lat, self.lon)
         return self
 
 

@@ -6,7 +6,6 @@ form shows them in the officer's language and the JSON API in both.
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 from typing import Self
@@ -18,6 +17,7 @@ from aggregator.auth.device_credentials import IssuedDevice
 from aggregator.auth.model import Scope
 from aggregator.auth.problems import custom_error
 from aggregator.db.schema import CheckpointKind, DeviceDirection, Role
+from aggregator.db.venues import Latitude, Longitude, check_coordinate_pair
 from aggregator.web.forms import Day, RowId, WardCode
 from contract.topics import CHECKPOINT_ID_PATTERN, DEVICE_ID_PATTERN
 
@@ -38,8 +38,8 @@ class CheckpointCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     kind: CheckpointKind
     ward_code: WardCode
-    lat: float | None = None
-    lon: float | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
     owner: str | None = Field(default=None, max_length=200)
 
     @field_validator("id")
@@ -49,24 +49,9 @@ class CheckpointCreate(_Body):
             raise custom_error("error.checkpoint_id")
         return value
 
-    @field_validator("lat")
-    @classmethod
-    def _lat(cls, value: float | None) -> float | None:
-        if value is not None and not (math.isfinite(value) and -90 <= value <= 90):
-            raise custom_error("error.lat")
-        return value
-
-    @field_validator("lon")
-    @classmethod
-    def _lon(cls, value: float | None) -> float | None:
-        if value is not None and not (math.isfinite(value) and -180 <= value <= 180):
-            raise custom_error("error.lon")
-        return value
-
     @model_validator(mode="after")
     def _pair(self) -> Self:
-        if (self.lat is None) != (self.lon is None):
-            raise custom_error("error.coordinates_pair")
+        check_coordinate_pair(self.lat, self.lon)
         return self
 
 

@@ -4,13 +4,11 @@
 // BarcodeDetector when there is one, else the vendored jsQR.
 
 import { ApiError, api, dateTime, el, personBlock, tr, verdictBanner } from "./live-common.js";
+import { QrScanner } from "./qrscan.js";
 
 const result = document.getElementById("lookup-result");
 const identityForm = document.getElementById("lookup-identity");
 const tokenForm = document.getElementById("lookup-token");
-const cameraButton = document.getElementById("camera-toggle");
-const video = document.getElementById("camera-video");
-const cameraStatus = document.getElementById("camera-status");
 
 const IDENTITY = /^\d{12}$/;
 const SCAN_INTERVAL_MS = 200;
@@ -71,89 +69,23 @@ tokenForm.addEventListener("submit", (event) => {
 
 // --- the webcam ---------------------------------------------------------------------
 
-let stream = null;
-let timer = null;
-let detector = null;
-const canvas = document.createElement("canvas");
-const context = canvas.getContext("2d", { willReadFrequently: true });
-
-async function decodeFrame() {
-  if (!video.videoWidth) return null;
-  if (detector) {
-    const codes = await detector.detect(video);
-    return codes.length ? codes[0].rawValue : null;
-  }
-  // Downscaled: a pass QR fills a good part of the picture, and jsQR is quicker on less.
-  const scale = Math.min(1, 640 / video.videoWidth);
-  canvas.width = Math.round(video.videoWidth * scale);
-  canvas.height = Math.round(video.videoHeight * scale);
-  context.drawImage(video, 0, 0, canvas.width, canvas.height);
-  const image = context.getImageData(0, 0, canvas.width, canvas.height);
-  const code = window.jsQR(image.data, image.width, image.height, {
-    inversionAttempts: "dontInvert",
-  });
-  return code ? code.data : null;
-}
-
-async function scanLoop() {
-  if (!stream) return;
-  let text = null;
-  try {
-    text = await decodeFrame();
-  } catch {
-    text = null;
-  }
-  if (text) {
-    stopCamera();
+const scanner = new QrScanner({
+  video: document.getElementById("camera-video"),
+  button: document.getElementById("camera-toggle"),
+  status: document.getElementById("camera-status"),
+  labels: {
+    start: "lookup.camera",
+    stop: "lookup.camera.stop",
+    hint: "lookup.camera.hint",
+    unavailable: "camera_unavailable",
+  },
+  intervalMs: SCAN_INTERVAL_MS,
+  maxWidth: 640,
+  inversionAttempts: "dontInvert",
+  async onCode(text) {
+    // One code per start: the camera stops, so the answer stays on the screen.
+    scanner.stop();
     tokenForm.elements.token.value = text;
     await lookup("/api/lookup/token", { token: text });
-    return;
-  }
-  timer = setTimeout(scanLoop, SCAN_INTERVAL_MS);
-}
-
-async function startCamera() {
-  if (!navigator.mediaDevices?.getUserMedia) {
-    cameraStatus.textContent = tr("camera_unavailable");
-    return;
-  }
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({
-      video: { facingMode: "environment", width: { ideal: 1280 } },
-      audio: false,
-    });
-  } catch {
-    cameraStatus.textContent = tr("camera_unavailable");
-    stream = null;
-    return;
-  }
-  if ("BarcodeDetector" in window) {
-    try {
-      const formats = await window.BarcodeDetector.getSupportedFormats();
-      detector = formats.includes("qr_code") ? new window.BarcodeDetector({ formats: ["qr_code"] }) : null;
-    } catch {
-      detector = null;
-    }
-  }
-  video.srcObject = stream;
-  video.hidden = false;
-  await video.play();
-  cameraButton.textContent = tr("lookup.camera.stop");
-  cameraButton.setAttribute("aria-pressed", "true");
-  cameraStatus.textContent = tr("lookup.camera.hint");
-  scanLoop();
-}
-
-function stopCamera() {
-  clearTimeout(timer);
-  if (stream) stream.getTracks().forEach((track) => track.stop());
-  stream = null;
-  video.hidden = true;
-  video.srcObject = null;
-  cameraButton.textContent = tr("lookup.camera");
-  cameraButton.setAttribute("aria-pressed", "false");
-  cameraStatus.textContent = "";
-}
-
-cameraButton.addEventListener("click", () => (stream ? stopCamera() : startCamera()));
-window.addEventListener("pagehide", stopCamera);
+  },
+});

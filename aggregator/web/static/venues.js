@@ -10,6 +10,7 @@
 // gate ignores them. Only this session's verdicts are listed: no personal data here.
 
 import { ApiError, Beeper, api, el, timeOfDay, tr } from "./live-common.js";
+import { QrScanner } from "./qrscan.js";
 
 document.querySelectorAll("[data-print]").forEach((button) => {
   button.addEventListener("click", () => window.print());
@@ -48,7 +49,6 @@ function setupScanner(section) {
   const form = document.getElementById("checkin-form");
   const input = document.getElementById("checkin-token");
   const cameraButton = document.getElementById("camera-toggle");
-  const video = document.getElementById("camera-video");
   const cameraStatus = document.getElementById("camera-status");
   const log = document.getElementById("session-log");
   const logEmpty = document.getElementById("session-empty");
@@ -152,31 +152,7 @@ function setupScanner(section) {
 
   // --- the camera ---------------------------------------------------------------------
 
-  let stream = null;
-  let timer = null;
-  let detector = null;
   let lastIgnoredAt = 0;
-  const canvas = document.createElement("canvas");
-  const context = canvas.getContext("2d", { willReadFrequently: true });
-
-  async function decodeFrame() {
-    if (!video.videoWidth) return null;
-    if (detector) {
-      const codes = await detector.detect(video);
-      return codes.length ? codes[0].rawValue : null;
-    }
-    // Downscaled: a pass held up to the camera fills much of the picture, and jsQR is
-    // quicker on fewer pixels.
-    const scale = Math.min(1, 800 / video.videoWidth);
-    canvas.width = Math.round(video.videoWidth * scale);
-    canvas.height = Math.round(video.videoHeight * scale);
-    context.drawImage(video, 0, 0, canvas.width, canvas.height);
-    const image = context.getImageData(0, 0, canvas.width, canvas.height);
-    const code = window.jsQR(image.data, image.width, image.height, {
-      inversionAttempts: "attemptBoth",
-    });
-    return code ? code.data : null;
-  }
 
   function fresh(text) {
     const sent = recent.get(text);
@@ -185,79 +161,44 @@ function setupScanner(section) {
     return sent === undefined || now - sent > REPEAT_MS;
   }
 
-  async function scanLoop() {
-    if (!stream) return;
-    let text = null;
-    try {
-      text = busy ? null : await decodeFrame();
-    } catch {
-      text = null;
-    }
-    if (text) {
-      const token = text.trim();
-      if (!token.startsWith(PREFIX)) {
-        const now = Date.now();
-        if (now - lastIgnoredAt > NOTICE_MS) {
-          lastIgnoredAt = now;
-          cameraStatus.textContent = tr("venue.js.not_a_pass");
-        }
-      } else if (fresh(token)) {
-        cameraStatus.textContent = tr("venue.checkin.camera.hint");
-        await checkIn(token, "camera");
+  async function onCode(text) {
+    const token = text.trim();
+    if (!token.startsWith(PREFIX)) {
+      const now = Date.now();
+      if (now - lastIgnoredAt > NOTICE_MS) {
+        lastIgnoredAt = now;
+        cameraStatus.textContent = tr("venue.js.not_a_pass");
       }
+    } else if (fresh(token)) {
+      cameraStatus.textContent = tr("venue.checkin.camera.hint");
+      await checkIn(token, "camera");
     }
-    if (stream) timer = setTimeout(scanLoop, SCAN_INTERVAL_MS);
   }
 
-  async function startCamera() {
-    if (!navigator.mediaDevices?.getUserMedia) {
-      cameraStatus.textContent = tr("venue.checkin.camera_unavailable");
-      return;
-    }
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({
-        video: { facingMode: "environment", width: { ideal: 1280 } },
-        audio: false,
-      });
-    } catch {
-      cameraStatus.textContent = tr("venue.checkin.camera_unavailable");
-      stream = null;
-      return;
-    }
-    if ("BarcodeDetector" in window) {
-      try {
-        const formats = await window.BarcodeDetector.getSupportedFormats();
-        detector = formats.includes("qr_code")
-          ? new window.BarcodeDetector({ formats: ["qr_code"] })
-          : null;
-      } catch {
-        detector = null;
-      }
-    }
-    video.srcObject = stream;
-    video.hidden = false;
-    await video.play();
-    cameraButton.textContent = tr("venue.checkin.camera.stop");
-    cameraButton.setAttribute("aria-pressed", "true");
-    cameraStatus.textContent = tr("venue.checkin.camera.hint");
-    section.dataset.camera = detector ? "barcode-detector" : "jsqr";
-    scanLoop();
-  }
+  new QrScanner({
+    video: document.getElementById("camera-video"),
+    button: cameraButton,
+    status: cameraStatus,
+    labels: {
+      start: "venue.checkin.camera",
+      stop: "venue.checkin.camera.stop",
+      hint: "venue.checkin.camera.hint",
+      unavailable: "venue.checkin.camera_unavailable",
+    },
+    intervalMs: SCAN_INTERVAL_MS,
+    maxWidth: 800,
+    inversionAttempts: "attemptBoth",
+    onCode,
+    // While a check-in is on its way no frame is read: the door shows one answer at a time.
+    paused: () => busy,
+    onStart(engine) {
+      section.dataset.camera = engine;
+    },
+    onStop() {
+      delete section.dataset.camera;
+    },
+  });
 
-  function stopCamera() {
-    clearTimeout(timer);
-    if (stream) stream.getTracks().forEach((track) => track.stop());
-    stream = null;
-    video.hidden = true;
-    video.srcObject = null;
-    cameraButton.textContent = tr("venue.checkin.camera");
-    cameraButton.setAttribute("aria-pressed", "false");
-    cameraStatus.textContent = "";
-    delete section.dataset.camera;
-  }
-
-  cameraButton.addEventListener("click", () => (stream ? stopCamera() : startCamera()));
-  window.addEventListener("pagehide", stopCamera);
   if (section.dataset.active !== "true") {
     cameraButton.disabled = true;
     form.querySelector("button[type=submit]").disabled = true;
