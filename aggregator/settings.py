@@ -86,7 +86,15 @@ class AggregatorSettings(BaseSettings):
     )
     session_expiry_s: int = Field(default=7 * 86_400, ge=60)
     receive_maximum: int = Field(default=2000, ge=1, le=65535)
-    verdict_qos: int = Field(default=1, ge=0, le=1)
+    verdict_qos: int = Field(
+        default=0,
+        ge=0,
+        le=1,
+        description="QoS of the verdicts sent back to the gates. 0 (default): a verdict is "
+        "useful only live (the gate already shows its offline check), and at QoS 1 paho "
+        "keeps 20 in flight and queues the rest without bound, so under load verdicts "
+        "arrived late and the queue grew; alert notices stay at QoS 1",
+    )
     mqtt_process: bool = Field(
         default=True,
         description="run the scan stream's MQTT connection in a child process, so paho's "

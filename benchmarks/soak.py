@@ -99,13 +99,17 @@ def soak(args: argparse.Namespace) -> int:
             pool.wait_acked(total)
             pool.close()
             published_s = time.perf_counter() - t0
-            agg.wait_for(lambda r: bench._processed(r) >= total, 600)
+            # Redeliveries found already stored count as duplicates, not progress.
+            agg.wait_for(lambda r: int(r["stored"]) + int(r["dead_letters"]) >= total, 900)
             caught_up_s = time.perf_counter() - t0 - published_s
             final = agg.snapshot()
             agg.stop()
             passages, distinct, letters = _counts(url)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {workdir} (aggregator and broker logs)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     lost = total - distinct - letters
     duplicates = passages - distinct
@@ -134,6 +138,7 @@ def soak(args: argparse.Namespace) -> int:
             f"≤ {args.max_lag:g} s: {'yes' if bounded else 'NO'}",
         ),
         ("verdicts sent", f"{int(final.get('verdicts_sent', 0)):,}", ""),
+        ("redeliveries found stored", f"{int(final.get('duplicates', 0)):,}", ""),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lag", type=float, default=5.0, help="worst lag allowed (s)")
     parser.add_argument("--citizens", type=int, help="registry size (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="20,000 citizens")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
     return soak(parser.parse_args(argv))
 
 

@@ -88,7 +88,7 @@ class ConsumerConfig:
     receive_maximum: int = 2000
     batch_size: int = 500
     batch_ms: int = 10
-    verdict_qos: int = 1
+    verdict_qos: int = 0
     retry_min_s: float = 0.5
     retry_max_s: float = 30.0
     stop_drain_s: float = 5.0
