@@ -398,7 +398,9 @@ def make_stream(registry: Registry, events: int) -> Stream:
     )
     pools = load_token_pools(registry.pop_dir, sample=200_000, seed=SEED)
     now = time.time()
-    model = TrafficModel(layout, pools, config, sim_start=now, token_now=now)
+    # The rhythm of a morning in Hà Nội (08:00), whatever the hour the bench runs at.
+    morning = datetime(2026, 3, 2, 1, 0, tzinfo=UTC).timestamp()
+    model = TrafficModel(layout, pools, config, sim_start=morning, token_now=now)
     seq = [0] * len(layout.devices)
     messages: list[tuple[str, bytes]] = []
     tokens: list[str] = []

@@ -101,6 +101,8 @@ def system(
         rate=60,
         duration_s=5,
         speedup=60,
+        # 08:00 in Hà Nội, not the wall clock's hour: the same traffic at any time of day.
+        start=datetime(2026, 3, 2, 1, 0, tzinfo=UTC),
         seed=3,
         population_dir=population,
         out=tmp_path / "city",

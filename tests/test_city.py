@@ -57,6 +57,9 @@ from tests.fixtures.mqtt import Broker, BrokerFactory, free_port
 # 2026-03-02 00:00 in Hà Nội (UTC+7): a simulated day starts at local midnight.
 MIDNIGHT_HN = datetime(2026, 3, 1, 17, 0, tzinfo=UTC).timestamp()
 TOKEN_NOW = datetime(2026, 3, 2, 3, 0, tzinfo=UTC).timestamp()
+# Runs over a live broker start their simulated clock at 08:00 in Hà Nội: from
+# the wall clock, a run at night would see a tenth of the traffic.
+MORNING_HN = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -339,6 +342,7 @@ def test_city_over_an_anonymous_broker_with_a_connection_pool(
         rate=150,
         duration_s=3,
         speedup=600,
+        start=MORNING_HN,
         seed=2,
         population_dir=population.dir,
         out=tmp_path / "city",
@@ -372,6 +376,7 @@ def auth_broker(tmp_path: Path, population: Population) -> Iterator[tuple[int, C
         rate=60,
         duration_s=4,
         speedup=600,
+        start=MORNING_HN,
         seed=8,
         population_dir=population.dir,
         out=tmp_path / "city",

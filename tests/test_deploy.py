@@ -36,6 +36,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -754,6 +755,8 @@ def test_every_dashboard_query_returns_data_after_a_simulated_city(
                 rate=40,
                 duration_s=6,
                 speedup=600,
+                # 08:00 in Hà Nội, not the wall clock's hour: the same traffic at any time.
+                start=datetime(2026, 3, 2, 1, 0, tzinfo=UTC),
                 seed=1,
                 population_dir=city_mounts.resolve("/var/lib/kiemdich/sim"),
                 out=city_mounts.resolve("/var/lib/kiemdich/devices"),
