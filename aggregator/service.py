@@ -3,6 +3,8 @@
 Steps (``AggregatorService.steps``):
 
 1. database: wait until it answers, apply the migrations;
+   then, on a SQLite file, move WAL checkpoints to a thread of their own
+   (:mod:`aggregator.db.checkpoint`);
 2. keyring: load the public keyring the tokens are verified with;
 3. timeseries: the process's one batching TSDB writer;
 4. fleet: the in-memory fleet view and its store flusher;
@@ -33,6 +35,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from aggregator.db.checkpoint import WalCheckpointer
 from aggregator.db.engine import make_engine, normalize_url
 from aggregator.db.migrate import upgrade
 from aggregator.ingest.consumer import ConsumerConfig, IngestConsumer
@@ -79,6 +82,7 @@ class AggregatorService:
         self.settings = s = settings
         self.metrics = IngestMetrics()
         self.engine = _engine(s)
+        self.checkpointer = WalCheckpointer(self.engine)
         self.verifier = TokenVerifier(
             Keyring(), cache_size=s.token_cache_size, leeway_s=s.token_leeway_s
         )
@@ -144,6 +148,7 @@ class AggregatorService:
         self._lock = threading.Lock()
         self.steps = [
             Step("database", self._start_database, self.engine.dispose),
+            Step("wal-checkpoint", self.checkpointer.start, self.checkpointer.stop),
             Step("keyring", self._load_keyring),
             Step("timeseries", lambda: None, self.timeseries.close),
             Step("fleet", self.fleet.start, self.fleet.stop),

@@ -168,7 +168,13 @@ def test_sqlite_connection_pragmas(tmp_path: Path) -> None:
         with engine.connect() as conn:
             pragma = {
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar_one()
-                for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+                for name in (
+                    "journal_mode",
+                    "foreign_keys",
+                    "synchronous",
+                    "busy_timeout",
+                    "cache_size",
+                )
             }
     finally:
         engine.dispose()
@@ -177,6 +183,7 @@ def test_sqlite_connection_pragmas(tmp_path: Path) -> None:
         "foreign_keys": 1,
         "synchronous": 1,
         "busy_timeout": 10000,
+        "cache_size": -64 * 1024,  # KiB: 64 MiB per connection
     }
     assert (tmp_path / "nested" / "dir" / "k.db").exists()
 

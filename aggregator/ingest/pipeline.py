@@ -3,10 +3,17 @@
 :meth:`IngestPipeline.prepare_one` does the work that needs no database
 (parse, clock skew, token signature) for one message, as it arrives, so the
 consumer can run it while the previous batch is in the database;
-:meth:`IngestPipeline.store` runs one connection's work for a batch (device
-check and one registry query in a read transaction, then verdicts and writes
-in one write transaction) and can be called again with the same prepared
-batch after a database error.
+:meth:`IngestPipeline.look_up` checks a batch's devices and reads its
+registry records in one short read transaction and decides the verdicts;
+:meth:`IngestPipeline.write` writes the batch in one write transaction.
+The consumer runs the two on threads of their own, so the next batch is
+looked up while this one is written (the writes are the one serial step of
+ingest). :meth:`IngestPipeline.store` does both in turn. Each can be called
+again with the same batch after a database error.
+
+A batch is looked up after all its scans arrived, so a registry change
+committed before a scan arrived is seen by its verdict: a change applies to
+the next passage.
 
 A batch the database refuses for its data (an integrity or data error: a row
 this code did not foresee) is split into single events, each in its own
@@ -61,6 +68,15 @@ class Prepared:
 
     parsed: list[Parsed] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass
+class LookedUp:
+    """A batch with its devices checked and its verdicts decided, ready to write."""
+
+    prepared: Prepared
+    accepted: list[Accepted]
+    letters: list[DeadLetter]
 
 
 @dataclass
@@ -151,60 +167,66 @@ class IngestPipeline:
         """Parse, measure skew and check token signatures (no database)."""
         return assemble([self.prepare_one(item) for item in items])
 
-    def _store_once(self, prepared: Prepared) -> BatchOutcome:
-        letters = list(prepared.letters)
-        # One connection, two transactions. The reads go in their own short
-        # transaction so that the write transaction starts with a write: on
-        # SQLite a transaction that reads first cannot wait for the write lock
-        # (SQLITE_BUSY_SNAPSHOT) and would fail whenever another writer
-        # committed in between.
-        with self.engine.connect() as conn:
-            with conn.begin():
-                known = device_states(conn, device_ids={p.event.device_id for p in prepared.parsed})
-                valid: list[Parsed] = []
-                for p in prepared.parsed:
-                    state = known.get(p.event.device_id)
-                    refused = check_device(p.item, p.event, state.checkpoint_id if state else None)
-                    if refused is None:
-                        valid.append(p)
-                    else:
-                        letters.append(refused)
-                wanted = {
-                    p.verification.claims.declaration_id
-                    for p in valid
-                    if p.verification.claims is not None and is_authentic(p.verification)
-                }
-                records = registry_records(conn, declaration_ids=wanted)
-            accepted = []
-            for p in valid:
-                claims = p.verification.claims
-                declaration_id = claims.declaration_id if claims is not None else None
-                record = records.get(declaration_id) if declaration_id is not None else None
-                accepted.append(
-                    Accepted(
-                        event=p.event,
-                        received_at=p.item.received_at,
-                        decision=decide(p.verification, record, p.judged_at),
-                        declaration_id=declaration_id,
-                        judged_at=p.judged_at,
-                        clock_skew_s=p.clock_skew_s,
-                    )
-                )
-            with conn.begin():
-                result = write_batch(conn, accepted=accepted, letters=letters, now=self._clock())
-        return BatchOutcome(result, letters)
+    def look_up(self, prepared: Prepared) -> LookedUp:
+        """Check the batch's devices, read its registry records and decide its verdicts.
 
-    def store(self, prepared: Prepared) -> BatchOutcome:
+        One read transaction, on a connection of its own: it may run while
+        another batch is being written.
+        """
+        letters = list(prepared.letters)
+        # The reads go in a transaction apart from the writes so that the
+        # write transaction starts with a write: on SQLite a transaction that
+        # reads first cannot wait for the write lock (SQLITE_BUSY_SNAPSHOT)
+        # and would fail whenever another writer committed in between.
+        with self.engine.connect() as conn, conn.begin():
+            known = device_states(conn, device_ids={p.event.device_id for p in prepared.parsed})
+            valid: list[Parsed] = []
+            for p in prepared.parsed:
+                state = known.get(p.event.device_id)
+                refused = check_device(p.item, p.event, state.checkpoint_id if state else None)
+                if refused is None:
+                    valid.append(p)
+                else:
+                    letters.append(refused)
+            wanted = {
+                p.verification.claims.declaration_id
+                for p in valid
+                if p.verification.claims is not None and is_authentic(p.verification)
+            }
+            records = registry_records(conn, declaration_ids=wanted)
+        accepted = []
+        for p in valid:
+            claims = p.verification.claims
+            declaration_id = claims.declaration_id if claims is not None else None
+            record = records.get(declaration_id) if declaration_id is not None else None
+            accepted.append(
+                Accepted(
+                    event=p.event,
+                    received_at=p.item.received_at,
+                    decision=decide(p.verification, record, p.judged_at),
+                    declaration_id=declaration_id,
+                    judged_at=p.judged_at,
+                    clock_skew_s=p.clock_skew_s,
+                )
+            )
+        return LookedUp(prepared, accepted, letters)
+
+    def write(self, looked: LookedUp) -> BatchOutcome:
         """Commit the batch in one transaction (split up only if the data is refused).
 
         Raises the database's error for anything else (connection lost,
-        locked, deadlock...): the caller retries the same prepared batch.
+        locked, deadlock...): the caller retries the same batch.
         """
         try:
-            return self._store_once(prepared)
+            with self.engine.begin() as conn:
+                result = write_batch(
+                    conn, accepted=looked.accepted, letters=looked.letters, now=self._clock()
+                )
+            return BatchOutcome(result, looked.letters)
         # OverflowError: the sqlite3 driver refuses an integer beyond 64 bits
         # itself, before SQLAlchemy could wrap it as a DataError.
         except (IntegrityError, DataError, OverflowError) as exc:
+            prepared = looked.prepared
             if len(prepared.parsed) + len(prepared.letters) <= 1:
                 return self._store_refused(prepared, exc)
             log.warning(
@@ -227,6 +249,10 @@ class IngestPipeline:
             r.seqs_filled += o.seqs_filled
         return merged
 
+    def store(self, prepared: Prepared) -> BatchOutcome:
+        """Look the batch up, then write it (:meth:`look_up`, :meth:`write`)."""
+        return self.write(self.look_up(prepared))
+
     def _store_refused(
         self, prepared: Prepared, exc: IntegrityError | DataError | OverflowError
     ) -> BatchOutcome:
@@ -237,4 +263,4 @@ class IngestPipeline:
         detail = f"{type(cause).__name__}: {cause}"
         log.error("event refused by the database, kept as a dead letter: %s", detail)
         letters = [dead_letter(item, DeadLetterReason.STORE_REJECTED, detail) for item in items]
-        return self._store_once(Prepared(letters=letters))
+        return self.store(Prepared(letters=letters))
