@@ -86,6 +86,11 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
             kwargs.setdefault("connect_args", {"check_same_thread": False})
         elif parsed.database:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # Each connection has its own page cache (SQLITE_CACHE_KIB): handed
+            # out last-in first-out, the few busy threads keep reusing the same
+            # connections and their warm caches, and the rarely used ones stay
+            # small, instead of every pooled connection filling its cache in turn.
+            kwargs.setdefault("pool_use_lifo", True)
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin)
