@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
+from aggregator.db.engine import is_memory
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 0.5
@@ -52,15 +54,9 @@ class WalCheckpointer:
         self.truncations = 0
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
-        database = engine.url.database
-        self._wal = (
-            Path(f"{database}-wal")
-            if engine.dialect.name == "sqlite"
-            and database
-            and database != ":memory:"
-            and "mode=memory" not in str(engine.url)
-            else None
-        )
+        url = engine.url
+        on_file = engine.dialect.name == "sqlite" and not is_memory(url)
+        self._wal = Path(f"{url.database}-wal") if on_file else None
 
     @property
     def active(self) -> bool:

@@ -40,7 +40,8 @@ def normalize_url(url: str | URL) -> URL:
     )
 
 
-def _is_memory(url: URL) -> bool:
+def is_memory(url: URL) -> bool:
+    """True for an in-memory SQLite URL (nothing on disk)."""
     return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
 
 
@@ -80,7 +81,7 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """
     parsed = normalize_url(url if url is not None else default_url())
     if parsed.get_backend_name() == "sqlite":
-        if _is_memory(parsed):
+        if is_memory(parsed):
             # One shared connection, or every checkout would see an empty database.
             kwargs.setdefault("poolclass", StaticPool)
             kwargs.setdefault("connect_args", {"check_same_thread": False})

@@ -40,10 +40,9 @@ Failures
     A database error (locked, PostgreSQL down, deadlock) backs off and
     retries the same lookup or write of the same batch; nothing is
     acknowledged meanwhile (nor anything received after it), so the broker
-    keeps every message. Verdicts and alert
-    notices are published after the commit, only for passages new to the
-    store: a verdict is useful only live, so none is queued while the broker
-    is unreachable.
+    keeps every message. Verdicts and alert notices are published after the
+    commit, only for passages new to the store: a verdict is useful only
+    live, so none is queued while the broker is unreachable.
 """
 
 from __future__ import annotations
