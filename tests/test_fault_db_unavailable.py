@@ -52,16 +52,30 @@ PG_OUTAGE_S = 5.0
 SQLITE_LOCK_S = SQLITE_BUSY_TIMEOUT_MS / 1000 + 2.0
 STREAM = 300
 PACE_S = 0.01
-_RETRY_LOG = re.compile(r"retrying in ([0-9.]+) s")
+_RETRY_LOG = re.compile(r"\((store|look up)\).*?retrying in ([0-9.]+) s")
 
 
-def retry_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
-    """The back-off delays the ingest consumer logged, in order."""
-    return [
-        float(m[1])
-        for r in caplog.records
-        if r.name == "aggregator.ingest.consumer" and (m := _RETRY_LOG.search(r.getMessage()))
-    ]
+def retry_delays(caplog: pytest.LogCaptureFixture) -> dict[str, list[float]]:
+    """The back-off delays the ingest consumer logged, in order, per step.
+
+    The lookup and the store threads each back off on their own.
+    """
+    delays: dict[str, list[float]] = {}
+    for r in caplog.records:
+        if r.name == "aggregator.ingest.consumer" and (m := _RETRY_LOG.search(r.getMessage())):
+            delays.setdefault(m[1], []).append(float(m[2]))
+    return delays
+
+
+def assert_backoff(delays: dict[str, list[float]], *, reaches_max: bool) -> None:
+    """Each step's delays start at retry_min_s and double, never above retry_max_s."""
+    assert delays, "no retry was logged"
+    for step, sequence in delays.items():
+        assert sequence[0] == RETRY_MIN_S, (step, sequence)
+        for earlier, later in itertools.pairwise(sequence):
+            assert later in (min(earlier * 2, RETRY_MAX_S), RETRY_MIN_S), (step, sequence)
+    if reaches_max:
+        assert max(max(sequence) for sequence in delays.values()) == RETRY_MAX_S, delays
 
 
 def readyz(service: AggregatorService) -> tuple[int, list[str]]:
@@ -140,17 +154,15 @@ def test_postgresql_unreachable_mid_stream_then_back(
         recover_s=recover_s,
     )
     figures(
-        f"PostgreSQL outage: {retries_in_outage} retries backing off {delays[:6]} s, "
+        f"PostgreSQL outage: {retries_in_outage} retries backing off "
+        f"{ {step: seq[:6] for step, seq in delays.items()} } s, "
         f"/readyz {code} during it"
     )
     assert code == 503 and any("database unreachable" in r for r in reasons), reasons
     assert still == frozen, "something was committed while the database was unreachable"
     assert stats["received"] >= len(ids)
     # Back-off: from retry_min_s, doubling, never above retry_max_s.
-    assert delays[0] == RETRY_MIN_S
-    for earlier, later in itertools.pairwise(delays):
-        assert later in (min(earlier * 2, RETRY_MAX_S), RETRY_MIN_S), delays
-    assert max(delays) == RETRY_MAX_S, delays
+    assert_backoff(delays, reaches_max=True)
 
 
 @pytest.mark.slow
@@ -221,4 +233,4 @@ def test_sqlite_locked_by_another_process_then_released(
     assert code == 503 and any("lag" in r for r in reasons), reasons
     assert not any("database unreachable" in r for r in reasons), reasons
     assert still == frozen, "something was committed while another process held the lock"
-    assert delays and delays[0] == RETRY_MIN_S
+    assert_backoff(delays, reaches_max=False)
