@@ -5,6 +5,7 @@ Every test runs on real SQLite and real PostgreSQL (see tests/fixtures/db.py).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,10 +14,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, insert, inspect, select, text
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from aggregator.db import migrate
-from aggregator.db.engine import make_engine, normalize_url
+from aggregator.db.engine import make_engine, normalize_url, write_transaction
 from aggregator.db.schema import (
     checkpoints,
     citizens,
@@ -186,6 +187,43 @@ def test_sqlite_connection_pragmas(tmp_path: Path) -> None:
         "cache_size": -64 * 1024,  # KiB: 64 MiB per connection
     }
     assert (tmp_path / "nested" / "dir" / "k.db").exists()
+
+
+def test_read_then_write_survives_a_commit_in_between(tmp_path: Path) -> None:
+    """An audit row written after a read, while another connection commits
+    (the ingest), is stored: the write transaction holds the lock from its start.
+    A plain deferred transaction in the same race fails at once."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (v INTEGER)")
+
+        def other_writer_commits() -> None:
+            with engine.begin() as other:
+                other.exec_driver_sql("INSERT INTO t VALUES (2)")
+
+        with (
+            pytest.raises(OperationalError, match="database is locked"),
+            engine.begin() as conn,
+        ):
+            conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one()
+            other_writer_commits()
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+        writer = threading.Thread(target=other_writer_commits)
+        with write_transaction(engine) as conn:
+            before = conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one()
+            writer.start()
+            writer.join(timeout=0.3)
+            assert writer.is_alive()  # waits for our lock instead of slipping in between
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        writer.join(timeout=10)
+        assert not writer.is_alive()
+        with engine.connect() as conn:
+            values = sorted(conn.exec_driver_sql("SELECT v FROM t").scalars())
+    finally:
+        engine.dispose()
+    assert (before, values) == (1, [1, 2, 2])
 
 
 def test_postgres_urls_use_psycopg3() -> None:

@@ -45,7 +45,7 @@ from aggregator.auth import accounts
 from aggregator.auth.audit import record_action
 from aggregator.auth.model import Scope
 from aggregator.auth.problems import ProblemError, from_validation_error
-from aggregator.db.engine import default_url, make_engine
+from aggregator.db.engine import default_url, make_engine, write_transaction
 from aggregator.db.fleet import upsert_checkpoint
 from aggregator.db.schema import CheckpointKind, Role, checkpoints
 from aggregator.settings import ENV_PREFIX, Environment
@@ -230,7 +230,7 @@ def _cmd_demo(args: argparse.Namespace, conn: Connection) -> str:
 def _run(args: argparse.Namespace) -> int:
     engine = make_engine(args.url)
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             message = args.handler(args, conn)
     except ProblemError as exc:
         for problem in exc.problems:

@@ -15,6 +15,7 @@ from aggregator.auth.accounts import LoginOutcome, authenticate, normalize_usern
 from aggregator.auth.audit import record_action
 from aggregator.auth.ratelimit import LoginLimits, clear_failures, login_wait_s, record_failure
 from aggregator.auth.sessions import NewSession, SessionPolicy, create_session
+from aggregator.db.engine import write_transaction
 
 
 class LoginStatus(StrEnum):
@@ -47,7 +48,7 @@ def attempt_login(
 ) -> LoginAttempt:
     """Try to log in; failures are counted for the rate limit and written to the audit log."""
     name = normalize_username(username)[:64]
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         wait = login_wait_s(conn, username=name, ip=ip, limits=limits)
         if wait > 0:
             return LoginAttempt(LoginStatus.THROTTLED, wait_s=wait)

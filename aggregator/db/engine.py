@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,8 +68,32 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+_IMMEDIATE = "kiemdich_write"
+
+
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A transaction that will write takes SQLite's write lock when it begins
+    # (waiting up to the busy timeout behind the ingest's commits): a deferred
+    # one that reads first cannot upgrade its snapshot once another connection
+    # has committed, and fails at once with "database is locked".
+    immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction that is going to write, committed on exit (rolled back on error).
+
+    Use it instead of ``engine.begin()`` wherever a transaction reads and then
+    writes (an audit row after a read, a rate-limit count, a session's last
+    use). On SQLite it begins ``IMMEDIATE``, so it waits for the writer lock up
+    front instead of failing when ingest commits between its read and its
+    write; readers are never blocked (WAL). PostgreSQL is unaffected.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{_IMMEDIATE: True})
+        with conn.begin():
+            yield conn
 
 
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
@@ -105,18 +130,16 @@ _SQLITE_RETRIES = 6
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
-    """Run ``work`` in one transaction, retried whole when SQLite cannot upgrade its snapshot.
+    """Run ``work`` in one :func:`write_transaction`, retried whole if SQLite still reports a lock.
 
-    On SQLite (WAL), a transaction that read and then writes (an audit row, a
-    session's last use) fails at once with "database is locked" when another
-    connection committed a write since its read began: a snapshot cannot be
-    upgraded and the busy timeout does not apply. The whole unit is then run
-    again on a fresh snapshot, a few times with a growing pause. PostgreSQL
-    never takes this path.
+    The write lock is taken when the transaction begins, so a snapshot never
+    needs upgrading; "database is locked" can then only come from a writer
+    holding the lock beyond the busy timeout, and the whole unit is run again
+    a few times with a growing pause. PostgreSQL never takes this path.
     """
     for attempt in range(_SQLITE_RETRIES):
         try:
-            with engine.begin() as conn:
+            with write_transaction(engine) as conn:
                 return work(conn)
         except OperationalError as exc:
             retry = engine.dialect.name == "sqlite" and "database is locked" in str(exc.orig)

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, bindparam, exists, func, literal, select
 
+from aggregator.db.engine import write_transaction
 from aggregator.db.schema import (
     DENIED_STATUSES,
     HealthStatus,
@@ -212,7 +213,7 @@ class DenyListPublisher:
         with self.engine.connect() as conn:
             entries = build_entries(conn, now=now)
         digest = entries_digest(entries)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             revision = assign_revision(conn, digest=digest, entries=len(entries), now=now)
         deny = DenyList.model_construct(v=1, revision=revision, issued_at=now, entries=entries)
         payload = encode(deny)

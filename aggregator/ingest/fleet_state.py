@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from aggregator.db.engine import write_transaction
 from aggregator.db.fleet import DeviceStatusRow, record_device_status
 from aggregator.ingest.control import Received
 from aggregator.timeseries import TimeSeriesWriter
@@ -124,7 +125,7 @@ class FleetState:
         if not rows:
             return 0
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 return record_device_status(conn, rows=rows)
         except SQLAlchemyError as exc:
             log.warning("could not store device states, retrying: %s", exc)

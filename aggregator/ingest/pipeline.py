@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
+from aggregator.db.engine import write_transaction
 from aggregator.ingest.lookup import device_states, registry_records
 from aggregator.ingest.tokens import TokenVerifier
 from aggregator.ingest.validate import (
@@ -218,7 +219,7 @@ class IngestPipeline:
         locked, deadlock...): the caller retries the same batch.
         """
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 result = write_batch(
                     conn, accepted=looked.accepted, letters=looked.letters, now=self._clock()
                 )

@@ -23,6 +23,7 @@ from aggregator.auth.accounts import OfficerRow
 from aggregator.auth.audit import AuditFilter, AuditPage, query_audit, record_read
 from aggregator.auth.deps import AdminOfficer, CurrentOfficer, Officer, client_ip, get_engine
 from aggregator.auth.problems import Problem, ProblemError
+from aggregator.db.engine import write_transaction
 from aggregator.db.fleet import DeviceRecord, list_checkpoints, list_devices
 from aggregator.db.schema import CheckpointKind, DeviceDirection, Role
 from aggregator.web import admin_ops
@@ -115,7 +116,7 @@ def _create_checkpoint(request: Request, officer: Officer, data: dict[str, str])
     body, problems = validate(CheckpointCreate, {k: v for k, v in data.items() if k != "ward_q"})
     if body is not None:
         try:
-            with get_engine(request).begin() as conn:
+            with write_transaction(get_engine(request)) as conn:
                 admin_ops.create_checkpoint(conn, body=body, officer=officer, ip=client_ip(request))
         except ProblemError as exc:
             problems = exc.problems
@@ -181,7 +182,7 @@ def _create_device(request: Request, officer: Officer, data: dict[str, str]) -> 
     body, problems = validate(DeviceCreate, data)
     if body is not None:
         try:
-            with get_engine(request).begin() as conn:
+            with write_transaction(get_engine(request)) as conn:
                 issued = admin_ops.create_device(
                     conn, body=body, officer=officer, ip=client_ip(request)
                 )
@@ -276,7 +277,7 @@ def _create_officer(request: Request, officer: Officer, data: dict[str, str]) ->
     problems += _password_again(data)
     if body is not None and not problems:
         try:
-            with get_engine(request).begin() as conn:
+            with write_transaction(get_engine(request)) as conn:
                 admin_ops.create_officer(conn, body=body, officer=officer, ip=client_ip(request))
         except ProblemError as exc:
             problems = exc.problems
@@ -373,7 +374,7 @@ def _update_officer(
     body, problems = validate(OfficerUpdate, fields)
     if body is not None:
         try:
-            with get_engine(request).begin() as conn:
+            with write_transaction(get_engine(request)) as conn:
                 admin_ops.update_officer(
                     conn, officer_id=officer_id, body=body, officer=officer, ip=client_ip(request)
                 )
@@ -414,7 +415,7 @@ def _set_password(
     problems += _password_again(data)
     if body is not None and not problems:
         try:
-            with get_engine(request).begin() as conn:
+            with write_transaction(get_engine(request)) as conn:
                 admin_ops.reset_password(
                     conn,
                     officer_id=officer_id,
@@ -486,7 +487,7 @@ def audit_page(request: Request, officer: AdminOfficer) -> Response:
     page: AuditPage | None = None
     known = True
     if query is not None:
-        with get_engine(request).begin() as conn:
+        with write_transaction(get_engine(request)) as conn:
             page, known = _audit(
                 conn,
                 officer,
@@ -533,7 +534,7 @@ def api_checkpoints(request: Request, _officer: AdminOfficer) -> list[Checkpoint
 def api_checkpoint_create(request: Request, officer: AdminOfficer, body: CheckpointCreate) -> Any:
     """Create a checkpoint."""
     try:
-        with get_engine(request).begin() as conn:
+        with write_transaction(get_engine(request)) as conn:
             return admin_ops.create_checkpoint(
                 conn, body=body, officer=officer, ip=client_ip(request)
             )
@@ -554,7 +555,7 @@ def api_devices(request: Request, _officer: AdminOfficer) -> list[DeviceRecord]:
 def api_device_create(request: Request, officer: AdminOfficer, body: DeviceCreate) -> Any:
     """Issue a device; the answer holds its MQTT password, which is not kept anywhere."""
     try:
-        with get_engine(request).begin() as conn:
+        with write_transaction(get_engine(request)) as conn:
             issued = admin_ops.create_device(
                 conn, body=body, officer=officer, ip=client_ip(request)
             )
@@ -586,7 +587,7 @@ def api_officers(
 def api_officer_create(request: Request, officer: AdminOfficer, body: OfficerCreate) -> Any:
     """Create an account."""
     try:
-        with get_engine(request).begin() as conn:
+        with write_transaction(get_engine(request)) as conn:
             return admin_ops.create_officer(conn, body=body, officer=officer, ip=client_ip(request))
     except ProblemError as exc:
         return _problems_response(exc.problems)
@@ -607,7 +608,7 @@ def api_officer_update(
 ) -> Any:
     """Change an account's name, role, scopes or activity (its sessions end on access changes)."""
     try:
-        with get_engine(request).begin() as conn:
+        with write_transaction(get_engine(request)) as conn:
             return admin_ops.update_officer(
                 conn, officer_id=officer_id, body=body, officer=officer, ip=client_ip(request)
             )
@@ -625,7 +626,7 @@ def api_officer_password(
 ) -> Response:
     """Set an account's password (its sessions end)."""
     try:
-        with get_engine(request).begin() as conn:
+        with write_transaction(get_engine(request)) as conn:
             admin_ops.reset_password(
                 conn,
                 officer_id=officer_id,
@@ -645,7 +646,7 @@ def api_audit(
     request: Request, officer: AdminOfficer, query: Annotated[AuditQuery, Query()]
 ) -> AuditPage:
     """A page of the audit log, newest first (``before``/``after``: entry ids to page from)."""
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         page, _ = _audit(
             conn, officer, query, limit=web_settings(request).audit_page_size, ip=client_ip(request)
         )

@@ -34,6 +34,7 @@ from aggregator.auth.deps import (
 )
 from aggregator.auth.login import LoginAttempt, LoginStatus, attempt_login
 from aggregator.auth.sessions import SESSION_COOKIE, SessionState, end_session
+from aggregator.db.engine import write_transaction
 from aggregator.web.errors import safe_next
 from aggregator.web.i18n import both, request_lang, t
 from aggregator.web.settings import web_settings
@@ -174,7 +175,7 @@ async def login_submit(
 
 
 def _end(request: Request, officer: Officer, token: str) -> None:
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         end_session(conn, token=token)
         record_action(
             conn,

@@ -41,6 +41,7 @@ from aggregator.db.declarations import (
     file_declaration,
     public_wait_s,
 )
+from aggregator.db.engine import write_transaction
 from aggregator.db.schema import DeclarationSource, Role
 from aggregator.web import admin_ops
 from aggregator.web.admin_models import WardOut
@@ -93,7 +94,7 @@ def _issue(
     key = signing_key(settings)
     if key is None:
         raise NotConfiguredError(both("declare.error.not_configured"))
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         issued = file_declaration(
             conn,
             body=body,
@@ -116,7 +117,7 @@ def _issue(
 def _rate_limited(request: Request, settings: IssueSettings) -> int:
     """Seconds to wait (0: go on); counts this request when it may go on."""
     ip = client_ip(request)
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         wait = public_wait_s(
             conn,
             bucket=RATE_BUCKET,

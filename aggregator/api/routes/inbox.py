@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aggregator.auth.audit import record_action, record_read
 from aggregator.auth.deps import Officer, client_ip, get_engine, require_roles
+from aggregator.db.engine import write_transaction
 from aggregator.db.schema import (
     HealthStatus,
     NotificationKind,
@@ -158,7 +159,7 @@ def _read(
     handled: bool | None,
     limit: int,
 ) -> tuple[list[InboxItem], dict[str, int]]:
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         items = list_inbox(conn, officer=officer, kind=kind, handled=handled, limit=limit)
         if items:
             record_read(
@@ -175,7 +176,7 @@ def _read(
 
 
 def _handle(request: Request, officer: Officer, ids: list[int]) -> list[int]:
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         marked = mark_handled(conn, officer=officer, ids=ids)
         if marked:
             record_action(

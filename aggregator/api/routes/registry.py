@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from aggregator.auth.audit import record_action, record_read
 from aggregator.auth.deps import Officer, client_ip, get_engine, require_roles
 from aggregator.auth.problems import Problem
+from aggregator.db.engine import write_transaction
 from aggregator.db.health_updates import (
     CSV_COLUMNS,
     Applied,
@@ -76,7 +77,7 @@ class ScopeRefusedError(PermissionError):
 
 
 def _update_one(request: Request, officer: Officer, body: StatusUpdate) -> Applied | Problem:
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         citizen = get_citizen_by_identity(conn, identity_no=body.identity_no)
         if citizen is None:
             return Problem("identity_no", "registry.error.unknown_citizen")
@@ -161,7 +162,7 @@ def _import(
     request: Request, officer: Officer, data: bytes, dry_run: bool
 ) -> tuple[ImportCheck, list[Applied] | None]:
     ip = client_ip(request)
-    with get_engine(request).begin() as conn:
+    with write_transaction(get_engine(request)) as conn:
         check = check_import(conn, data=data, officer=officer)
         named = [r for r in check.rows if r.citizen is not None and not r.problems]
         if dry_run or not check.ok:
