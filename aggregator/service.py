@@ -145,8 +145,6 @@ class AggregatorService:
             start_delay_s=s.retention_start_delay_s,
         )
         self.metrics.watch(self.metrics.devices_online, self.fleet.online_count)
-        self.metrics.watch(self.metrics.notifications_moved, lambda: self.notifier.moved)
-        self.metrics.watch(self.metrics.notifier_failures, lambda: self.notifier.failures)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._housekeeper: threading.Thread | None = None

@@ -77,16 +77,6 @@ class IngestMetrics:
         self.denylist_entries = Gauge(
             "kiemdich_denylist_entries", "Entries in the deny-list last published", registry=r
         )
-        self.notifications_moved = Gauge(
-            "kiemdich_ward_notifications_moved",
-            "Passage notifications the ward notifier moved into the inboxes since start",
-            registry=r,
-        )
-        self.notifier_failures = Gauge(
-            "kiemdich_ward_notifier_failures",
-            "Moves of the ward notification queue that failed (the rows stayed queued)",
-            registry=r,
-        )
 
     def watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
         """Have ``gauge`` read its value from ``read`` at every scrape."""

@@ -128,10 +128,6 @@ class WardNotifier:
             # Nothing left the queue: the next tick tries the same rows again.
             self.failures += 1
             log.warning("could not move ward notifications, retrying: %s", exc)
-        # The thread must outlive anything else too, or the inboxes silently stop.
-        except Exception:
-            self.failures += 1
-            log.exception("ward notifier failed, retrying")
 
     def _run(self) -> None:
         while True:
