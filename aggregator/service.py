@@ -4,10 +4,7 @@ Steps (``AggregatorService.steps``):
 
 1. database: wait until it answers, apply the migrations;
    then, on a SQLite file, move WAL checkpoints to a thread of their own
-   (:mod:`aggregator.db.checkpoint`); then start the ward notifier, which
-   moves the passages' queued notifications into the wards' inboxes every
-   ``notify_interval_s`` (:mod:`aggregator.ingest.notifier`; stopped after
-   ingest, with a last move);
+   (:mod:`aggregator.db.checkpoint`);
 2. keyring: load the public keyring the tokens are verified with;
 3. timeseries: the process's one batching TSDB writer;
 4. fleet: the in-memory fleet view and its store flusher;
@@ -48,7 +45,6 @@ from aggregator.ingest.fleet_state import FleetState
 from aggregator.ingest.keyring import KeyringWatcher, load_keyring
 from aggregator.ingest.metrics import IngestMetrics
 from aggregator.ingest.mqtt import MqttOptions
-from aggregator.ingest.notifier import WardNotifier
 from aggregator.ingest.pipeline import IngestPipeline
 from aggregator.ingest.tokens import TokenVerifier
 from aggregator.retention import RetentionJob, policy_from_settings
@@ -87,7 +83,6 @@ class AggregatorService:
         self.metrics = IngestMetrics()
         self.engine = _engine(s)
         self.checkpointer = WalCheckpointer(self.engine)
-        self.notifier = WardNotifier(self.engine, interval_s=s.notify_interval_s)
         self.verifier = TokenVerifier(
             Keyring(), cache_size=s.token_cache_size, leeway_s=s.token_leeway_s
         )
@@ -154,7 +149,6 @@ class AggregatorService:
         self.steps = [
             Step("database", self._start_database, self.engine.dispose),
             Step("wal-checkpoint", self.checkpointer.start, self.checkpointer.stop),
-            Step("ward-notifier", self.notifier.start, self.notifier.stop),
             Step("keyring", self._load_keyring),
             Step("timeseries", lambda: None, self.timeseries.close),
             Step("fleet", self.fleet.start, self.fleet.stop),

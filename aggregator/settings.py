@@ -110,13 +110,6 @@ class AggregatorSettings(BaseSettings):
         description="longest a scan waits for others to share its transaction (light traffic "
         "does not wait: a batch closes as soon as everything received is verified)",
     )
-    notify_interval_s: float = Field(
-        default=1.0,
-        gt=0,
-        le=60,
-        description="how often the passages' queued ward notifications are moved into the "
-        "wards' inboxes (one statement per move; the inbox shows a passage this much later)",
-    )
     retry_min_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
 

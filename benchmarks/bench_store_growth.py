@@ -13,12 +13,7 @@ into the database file a second time).
 
 Printed: pages and MiB per batch, and raw time per batch, at each store
 size beside the empty store (the baseline); then, at the largest size, the
-same with each index that takes a random key dropped in turn; then the path
-ingest takes since the ward notifier: the notifications appended to
-``ward_notification_queue`` in the batch, and moved to ``ward_notifications``
-in one statement every ``MOVE_EVERY`` batches (one second at 5,000 scans/s),
-the move's pages shared among its batches, beside the direct path at the same
-store size.
+same with each index that takes a random key dropped in turn.
 """
 
 from __future__ import annotations
@@ -42,7 +37,6 @@ CITIZENS = 1_000_000
 WARDS = 10_000
 PAGE = 4096 + 24  # a WAL frame: page plus frame header
 SAMPLES = 20
-MOVE_EVERY = 10
 RANDOM_KEYED = {
     "passages(citizen_id, seen_at)": ("ix_passages_citizen_id_seen_at",),
     "ward_notifications by ward (full + inbox)": (
@@ -55,21 +49,16 @@ _PASSAGE_SQL = (
     " received_at, declaration_id, citizen_id, verdict, reason, quality, clock_skew_s)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_NOTIFICATION_COLUMNS = "ward_code, kind, citizen_id, event_id, payload, created_at"
-_NOTIFICATION_SQL = f"INSERT INTO ward_notifications ({_NOTIFICATION_COLUMNS}) VALUES (?,?,?,?,?,?)"
-_QUEUE_SQL = f"INSERT INTO ward_notification_queue ({_NOTIFICATION_COLUMNS}) VALUES (?,?,?,?,?,?)"
-# What aggregator.ingest.notifier.move_queued runs on SQLite.
-_MOVE_SQL = (
-    f"INSERT INTO ward_notifications ({_NOTIFICATION_COLUMNS})"
-    f" SELECT {_NOTIFICATION_COLUMNS} FROM ward_notification_queue ORDER BY id",
-    "DELETE FROM ward_notification_queue",
+_NOTIFICATION_SQL = (
+    "INSERT INTO ward_notifications (ward_code, kind, citizen_id, event_id, payload, created_at)"
+    " VALUES (?,?,?,?,?,?)"
 )
 
 
 class Store:
     """A fresh store on the real schema, filled batch by batch with synthetic ingest."""
 
-    def __init__(self, path: Path, drop: tuple[str, ...] = (), *, queued: bool = False) -> None:
+    def __init__(self, path: Path, drop: tuple[str, ...] = ()) -> None:
         engine = create_engine(f"sqlite:///{path}")
         metadata.create_all(engine)
         engine.dispose()
@@ -90,8 +79,6 @@ class Store:
         self.wards = [self.rnd.randrange(1, 32_000) for _ in range(WARDS)]
         self.clock = 1_700_000_000.0
         self.passages = 0
-        self.queued = queued
-        self.batches = 0
 
     def batch(self) -> None:
         """Write one ingest batch in one transaction."""
@@ -111,15 +98,9 @@ class Store:
                 notifications.append((ward, "arrival", citizen, event_id, payload, at))
         self.conn.execute("BEGIN")
         self.conn.executemany(_PASSAGE_SQL, passages)
-        self.conn.executemany(_QUEUE_SQL if self.queued else _NOTIFICATION_SQL, notifications)
+        self.conn.executemany(_NOTIFICATION_SQL, notifications)
         self.conn.execute("COMMIT")
         self.passages += BATCH
-        self.batches += 1
-        if self.queued and self.batches % MOVE_EVERY == 0:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for sql in _MOVE_SQL:
-                self.conn.execute(sql)
-            self.conn.execute("COMMIT")
 
     def grow_to(self, passages: int) -> None:
         """Fill up to ``passages``, checkpointing now and then as the aggregator does."""
@@ -133,8 +114,7 @@ class Store:
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         written = 0
         started = time.perf_counter()
-        # Whole move cycles: each move's pages and time shared among its batches.
-        for _ in range(SAMPLES // MOVE_EVERY * MOVE_EVERY if self.queued else SAMPLES):
+        for _ in range(SAMPLES):
             before = self.wal.stat().st_size if self.wal.exists() else 0
             self.batch()
             written += self.wal.stat().st_size - before
@@ -163,11 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== SQLite WAL per ingest batch ({BATCH} passages + {2 * BATCH} notifications)")
         store = Store(Path(tmp) / "all.db")
         base = None
-        direct_figures = []
         for size in sizes:
             store.grow_to(size)
             wal, seconds = store.measure()
-            direct_figures.append((wal, seconds))
             print(_row(f"store of {size:,} passages", wal, seconds, base), flush=True)
             base = base or (wal, seconds)
         whole = (wal, seconds)
@@ -180,19 +158,6 @@ def main(argv: list[str] | None = None) -> int:
             wal, seconds = variant.measure()
             variant.close()
             print(_row(f"without {label}", wal, seconds, whole), flush=True)
-        print(
-            f"-- through the queue, moved every {MOVE_EVERY} batches (the ward notifier),"
-            " beside the direct path at the same size"
-        )
-        queued = Store(Path(tmp) / "queued.db", queued=True)
-        direct = dict(zip(sizes, direct_figures, strict=True))
-        for size in sizes:
-            queued.grow_to(size)
-            wal, seconds = queued.measure()
-            print(
-                _row(f"store of {size:,} passages, queued", wal, seconds, direct[size]), flush=True
-            )
-        queued.close()
     return 0
 
 

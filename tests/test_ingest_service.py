@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import Engine, func, select, text, union_all
+from sqlalchemy import Engine, func, select, text
 
 from aggregator.api.app import create_app
 from aggregator.db.registry import set_health_status
@@ -40,7 +40,6 @@ from aggregator.db.schema import (
     dead_letters,
     devices,
     passages,
-    ward_notification_queue,
     ward_notifications,
 )
 from aggregator.service import AggregatorService
@@ -182,7 +181,6 @@ def make_settings(
         client_id=f"agg-test-{uuid.uuid4().hex[:8]}",
         keyring_path=keyring_file,
         poll_interval_s=0.3,
-        notify_interval_s=0.2,
         batch_ms=10,
         fleet_flush_s=0.2,
         **extra,
@@ -228,8 +226,6 @@ def test_f0_passage_alerts_answers_the_gate_and_tells_two_wards(
         event.checkpoint_id,
         gate,
     )
-    # The ward notifier moves the passage's notifications to the inboxes within its interval.
-    assert wait_for(lambda: table_count(engine, ward_notifications) == 2)
     with engine.connect() as conn:
         alert = conn.execute(select(alerts.c.id, alerts.c.kind, alerts.c.citizen_id)).one()
         notes = conn.execute(
@@ -406,7 +402,7 @@ def test_database_errors_are_retried_without_acknowledging(
     gate = GATES[0]
     listener = Listener(mosquitto, verdict_topic(gate))
     with engine.begin() as conn:  # a real failure: a table the batch needs is missing
-        conn.execute(text("ALTER TABLE ward_notification_queue RENAME TO queue_away"))
+        conn.execute(text("ALTER TABLE ward_notifications RENAME TO ward_notifications_away"))
     sender = Gate(mosquitto, gate)
     events = [world.scan(world.people[n].token, device_id=gate) for n in ("an", "f0", "binh")]
     for event in events:
@@ -415,11 +411,11 @@ def test_database_errors_are_retried_without_acknowledging(
     assert table_count(engine, passages) == 0  # each attempt rolled back whole
     assert service.stats()["stored"] == 0
     with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE queue_away RENAME TO ward_notification_queue"))
+        conn.execute(text("ALTER TABLE ward_notifications_away RENAME TO ward_notifications"))
     got = {Verdict.model_validate_json(listener.next(verdict_topic(gate))).event_id for _ in events}
     assert got == {e.event_id for e in events}
     assert table_count(engine, passages) == 3
-    assert wait_for(lambda: table_count(engine, ward_notifications) == 6)
+    assert table_count(engine, ward_notifications) == 6
     listener.close()
     sender.close()
 
@@ -557,26 +553,14 @@ def side_effect_totals(engine: Engine) -> dict[str, int]:
         distinct_ids = conn.execute(
             select(func.count(func.distinct(passages.c.event_id)))
         ).scalar_one()
-        # Moved to the inboxes or still queued for the ward notifier: made once either way.
-        made = union_all(
-            select(ward_notifications.c.event_id, ward_notifications.c.kind),
-            select(ward_notification_queue.c.event_id, ward_notification_queue.c.kind),
-        ).subquery()
-        notes, with_notes, distinct_notes = conn.execute(
-            select(
-                func.count(),
-                func.count(func.distinct(made.c.event_id)),
-                select(func.count())
-                .select_from(select(made.c.event_id, made.c.kind).distinct().subquery())
-                .scalar_subquery(),
-            ).select_from(made)
-        ).one()
-    assert notes == distinct_notes  # no notification made twice
+        with_notes = conn.execute(
+            select(func.count(func.distinct(ward_notifications.c.event_id)))
+        ).scalar_one()
     return {
         "passages": table_count(engine, passages),
         "distinct": int(distinct_ids),
         "rollup": int(rollup),
-        "notifications": int(notes),
+        "notifications": table_count(engine, ward_notifications),
         "passages_notified": int(with_notes),
         "alerts": table_count(engine, alerts),
         "flagged_passages": table_count(

@@ -28,7 +28,6 @@ from aggregator.db.schema import (
     ward_notifications,
 )
 from aggregator.ingest.lookup import DeviceState
-from aggregator.ingest.notifier import deliver
 from aggregator.ingest.pipeline import BatchOutcome, IngestPipeline
 from aggregator.ingest.tokens import TokenVerifier
 from aggregator.ingest.validate import Inbound
@@ -64,11 +63,8 @@ def inbound(event: ScanEvent, *, received_at: datetime | None = None) -> Inbound
 
 
 def store(pipeline: IngestPipeline, events: Sequence[ScanEvent | Inbound]) -> BatchOutcome:
-    """Ingest ``events`` as one batch, then move the queued notifications (the ward notifier)."""
     items = [e if isinstance(e, Inbound) else inbound(e) for e in events]
-    outcome = pipeline.store(pipeline.prepare(items))
-    deliver(pipeline.engine)
-    return outcome
+    return pipeline.store(pipeline.prepare(items))
 
 
 def count(engine: Engine, table: object, *where: object) -> int:

@@ -44,11 +44,9 @@ from aggregator.db.schema import (
     passage_crops,
     passages,
     public_requests,
-    ward_notification_queue,
     ward_notifications,
 )
 from aggregator.db.traffic import LOCAL_TZ
-from aggregator.ingest.notifier import deliver
 from aggregator.retention import RetentionJob, run_locked
 from aggregator.service import AggregatorService
 from aggregator.settings import AggregatorSettings
@@ -382,23 +380,6 @@ def test_resolving_an_alert_later_releases_its_passage(engine: Engine) -> None:
         )
     report = run_retention(engine, POLICY, now=NOW)
     assert (report.counts["alerts"], report.counts["passages"]) == (1, 1)
-
-
-def test_a_passage_still_queued_for_its_ward_is_kept_until_moved(engine: Engine) -> None:
-    s = make_seeder(engine)
-    event_id = s.passage("p", 500 * DAY)
-    with engine.begin() as conn:  # the ward notifier was stopped all that time
-        conn.execute(
-            insert(ward_notification_queue).values(
-                ward_code=HOAN_KIEM, kind="arrival", citizen_id=1, event_id=event_id,
-                payload={}, created_at=NOW - 500 * DAY,
-            )
-        )  # fmt: skip
-    assert run_retention(engine, POLICY, now=NOW).total == 0
-    assert deliver(engine) == 1
-    # Moved: an old notification (unhandled past its longer cutoff), then its passage.
-    report = run_retention(engine, POLICY, now=NOW)
-    assert (report.counts["ward_notifications"], report.counts["passages"]) == (1, 1)
 
 
 def test_deletes_in_bounded_chunks(engine: Engine) -> None:

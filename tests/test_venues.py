@@ -56,7 +56,6 @@ from aggregator.db.venues import (
     unregistered_venue_places,
     venue_day,
 )
-from aggregator.ingest.notifier import deliver
 from aggregator.ingest.pipeline import IngestPipeline, assemble
 from aggregator.ingest.tokens import TokenVerifier
 from aggregator.ingest.validate import Inbound
@@ -286,7 +285,6 @@ def test_f0_at_a_venue_raises_what_a_checkpoint_passage_raises(
     f0 = world.people["f0_tam_tru"]  # temporary residence in Ba Đình: notified too
     result = check_in(engine, pipeline, venue=venue, token=f0.token)
     gate_scan(engine, pipeline, world, f0.token)
-    deliver(engine)  # the ward notifier's move
     assert result.color.value == "red" and result.code.value == "f0"
     assert [
         a.accepted.decision.alert.value for a in result.alerts if a.accepted.decision.alert
@@ -610,7 +608,6 @@ def test_check_in_api_answers_the_door_without_health_reasons(
     listed = admin.client.get("/api/alerts", params={"checkpoint_id": venue_id}).json()["alerts"]
     assert sorted(a["kind"] for a in listed) == ["f0", "forged"]
     f0_id = scene.people["f0"].citizen_id
-    deliver(web_engine)  # the ward notifier's move
     with web_engine.connect() as conn:
         # The F0's wards of departure and arrival, as for a gate's passage.
         assert count(conn, ward_notifications, ward_notifications.c.citizen_id == f0_id) == 2

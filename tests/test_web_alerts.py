@@ -51,7 +51,6 @@ from aggregator.db.schema import (
     officers,
 )
 from aggregator.ingest.control import Received
-from aggregator.ingest.notifier import deliver
 from aggregator.ingest.pipeline import IngestPipeline
 from aggregator.ingest.tokens import TokenVerifier
 from aggregator.ingest.validate import Inbound
@@ -85,13 +84,11 @@ def include_live_routes(app: FastAPI) -> None:
 
 
 def ingest(engine: Engine, keyring: Keyring, events: Sequence[ScanEvent]) -> list[int]:
-    """Store scans as the consumer does and move their ward notifications as the
-    notifier does; returns the ids of the alerts raised, in order."""
+    """Store scans as the consumer does; returns the ids of the alerts raised, in order."""
     pipeline = IngestPipeline(engine, TokenVerifier(keyring))
     items = [Inbound(scan_topic(e.device_id), encode(e), datetime.now(UTC)) for e in events]
     outcome = pipeline.store(pipeline.prepare(items))
     assert not outcome.letters, outcome.letters
-    deliver(engine)
     return [a.alert_id for a in outcome.result.alerts]
 
 

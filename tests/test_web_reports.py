@@ -24,7 +24,6 @@ from aggregator.db.places import checkpoint_places
 from aggregator.db.reports import ReportInputError, daily_report
 from aggregator.db.schema import Role, alerts, passages
 from aggregator.db.traffic import LOCAL_TZ
-from aggregator.ingest.notifier import deliver
 from aggregator.ingest.pipeline import IngestPipeline
 from aggregator.ingest.tokens import TokenVerifier
 from aggregator.ingest.validate import Inbound
@@ -66,7 +65,6 @@ def ingest(engine: Engine, key: SigningKey) -> None:
     items = [Inbound(scan_topic(e.device_id), encode(e), received) for e in events]
     outcome = pipeline.store(pipeline.prepare(items))
     assert not outcome.letters
-    deliver(engine)  # the ward notifier's move
 
 
 def counted_directly(engine: Engine) -> dict[tuple[str, date, int, str], tuple[int, int]]:

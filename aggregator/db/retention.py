@@ -87,7 +87,6 @@ from aggregator.db.schema import (
     passage_crops,
     passages,
     public_requests,
-    ward_notification_queue,
     ward_notifications,
 )
 from aggregator.db.traffic import local_day_start
@@ -258,13 +257,10 @@ def _passage_expired(cut: Cutoffs) -> ColumnElement[bool]:
     kept_notice = exists().where(
         ward_notifications.c.event_id == p.event_id, not_(_notification_expired(cut))
     )
-    # Still waiting for the ward notifier (it was stopped for longer than the cutoff).
-    queued = exists().where(ward_notification_queue.c.event_id == p.event_id)
     return and_(
         or_(p.seen_at < cut.passages, p.received_at < cut.passages),
         not_(kept_alert),
         not_(kept_notice),
-        not_(queued),
     )
 
 

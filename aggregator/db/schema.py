@@ -38,7 +38,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql.schema import SchemaItem
 
 from contract.messages import Color, Direction
 from contract.token import MAX_DECLARATION_ID
@@ -477,27 +476,19 @@ alert_actions = Table(
     Index("ix_alert_actions_alert_id_at", "alert_id", "at"),
 )
 
-
-def _notification() -> list[SchemaItem]:
-    """What a ward notification holds, queued or in the inbox (fresh objects per table)."""
-    return [
-        Column("id", BigIntId, primary_key=True, autoincrement=True),
-        Column("ward_code", Integer, ForeignKey("wards.code"), nullable=False),
-        Column("kind", String(16), nullable=False),
-        Column("citizen_id", BigInteger, ForeignKey("citizens.id")),
-        Column("event_id", Uuid, ForeignKey("passages.event_id")),
-        Column("payload", JSONDoc, nullable=False, default=dict),
-        _created_at(),
-        _one_of("kind", NotificationKind, "kind"),
-    ]
-
-
 ward_notifications = Table(
     "ward_notifications",
     metadata,
-    *_notification(),
+    Column("id", BigIntId, primary_key=True, autoincrement=True),
+    Column("ward_code", Integer, ForeignKey("wards.code"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("citizen_id", BigInteger, ForeignKey("citizens.id")),
+    Column("event_id", Uuid, ForeignKey("passages.event_id")),
+    Column("payload", JSONDoc, nullable=False, default=dict),
+    _created_at(),
     Column("handled_at", UTCDateTime()),
     Column("handled_by", BigInteger, ForeignKey("officers.id")),
+    _one_of("kind", NotificationKind, "kind"),
     Index("ix_ward_notifications_ward_code_created_at", "ward_code", "created_at"),
     # Deleting a passage looks up notifications pointing at it (foreign key check, retention).
     Index("ix_ward_notifications_event_id", "event_id"),
@@ -509,21 +500,6 @@ ward_notifications = Table(
         sqlite_where=text("handled_at IS NULL"),
         postgresql_where=text("handled_at IS NULL"),
     ),
-)
-
-# Ingest queues the passages' ward notifications here, in the scans' own
-# transaction (none lost, none made twice) but with no ward-keyed index to
-# update per scan: with thousands of wards, the two on ward_notifications
-# wrote three quarters of every batch's pages once the store had grown. The
-# ward notifier (aggregator.ingest.notifier) moves the queue into
-# ward_notifications every second, where a ward's index leaf is then written
-# once per move instead of once per scan. event_id is time-ordered (UUIDv7),
-# so its index appends; retention keeps a passage still referenced here.
-ward_notification_queue = Table(
-    "ward_notification_queue",
-    metadata,
-    *_notification(),
-    Index("ix_ward_notification_queue_event_id", "event_id"),
 )
 
 audit_log = Table(

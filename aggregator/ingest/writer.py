@@ -2,7 +2,7 @@
 
 Passages are inserted with ``INSERT ... ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id``: the rows that come back are the only ones new to the
-store, and only they produce side effects (crops, alerts, queued ward notifications,
+store, and only they produce side effects (crops, alerts, ward notifications,
 sequence bookkeeping, rollups). A batch delivered twice, or an event
 published twice by its gate, therefore changes nothing the second time.
 
@@ -35,7 +35,7 @@ from aggregator.db.schema import (
     devices,
     passage_crops,
     passages,
-    ward_notification_queue,
+    ward_notifications,
 )
 from aggregator.ingest.bulk import bind, insert_rows
 from aggregator.ingest.lookup import DeviceState, device_states
@@ -181,9 +181,8 @@ _NOTIFICATION_COLUMNS = ("ward_code", "kind", "citizen_id", "event_id", "payload
 
 
 def _insert_notifications(conn: Connection, items: Sequence[Accepted], now: datetime) -> int:
-    # Into the queue: the ward notifier moves it to the inboxes in bulk.
     def bound(value: Any, column: str) -> Any:
-        return bind(conn, ward_notification_queue, _NOTIFICATION_COLUMNS, value, column)
+        return bind(conn, ward_notifications, _NOTIFICATION_COLUMNS, value, column)
 
     # One JSON document and one timestamp per event, shared by its rows.
     created = bound(now, "created_at")
@@ -218,7 +217,7 @@ def _insert_notifications(conn: Connection, items: Sequence[Accepted], now: date
         )
     insert_rows(
         conn,
-        ward_notification_queue,
+        ward_notifications,
         _NOTIFICATION_COLUMNS,
         rows,
         bound=frozenset({"payload", "created_at"}),
