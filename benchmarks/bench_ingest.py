@@ -504,7 +504,12 @@ class Child:
     def rss_kb(self) -> int:
         """Resident memory of the child and its own children (the aggregator's MQTT link
         process), from /proc."""
-        return sum(_rss_kb(pid) for pid in _process_tree(self.proc.pid))
+        return sum(self.rss_split_kb())
+
+    def rss_split_kb(self) -> tuple[int, int]:
+        """Resident memory of the child itself, and of its own children."""
+        main, *children = _process_tree(self.proc.pid)
+        return _rss_kb(main), sum(_rss_kb(pid) for pid in children)
 
     def stop(self) -> None:
         """SIGTERM, then wait."""

@@ -7,7 +7,8 @@ aggregator in its own process on a fresh copy of the 1,000,000-person SQLite
 registry, the city simulator's Hà Nội traffic). First a short drain measures
 the rate this machine sustains; then scans are published live at
 ``--load`` (default 80 %) of it, or at ``--rate``, for ``--minutes``. Every
-second the aggregator's RSS (with its MQTT child) and ingest lag are sampled.
+second the aggregator's RSS (with its MQTT child; both are also printed
+apart) and ingest lag are sampled.
 
 It passes when, at the end:
 
@@ -88,6 +89,8 @@ def soak(args: argparse.Namespace) -> int:
             pool = bench.PublisherPool(port)
             seqs = [0] * len(stream.layout.devices)
             rss: list[int] = []
+            rss_main: list[int] = []  # the aggregator process, then its MQTT child
+            rss_link: list[int] = []
             lags: list[float] = []  # the aggregator's own: received, not yet committed
             e2e: list[float] = []  # publication to commit, the broker's queue included
             t0 = time.perf_counter()
@@ -97,7 +100,10 @@ def soak(args: argparse.Namespace) -> int:
                 snap = agg.snapshot()
                 # Redeliveries found already stored count as duplicates, not progress.
                 done = int(snap["stored"]) + int(snap["dead_letters"])
-                rss.append(agg.rss_kb())
+                main_kb, link_kb = agg.rss_split_kb()
+                rss.append(main_kb + link_kb)
+                rss_main.append(main_kb)
+                rss_link.append(link_kb)
                 lags.append(float(snap.get("lag_s") or 0.0))
                 # Scans are committed in about the order they were published, and
                 # scan k was due at t0 + k / rate: the oldest one not committed
@@ -157,6 +163,17 @@ def soak(args: argparse.Namespace) -> int:
             "aggregator RSS, 2nd → last quarter (MiB)",
             f"{bench._mb(q2):.1f} → {bench._mb(q4):.1f} ({drift:+.1%})",
             f"flat (±{FLAT_WITHIN:.0%}): {'yes' if flat else 'NO'}",
+        ),
+        *(
+            (
+                f"  of it the {name} (MiB)",
+                f"{bench._mb(a):.1f} → {bench._mb(b):.1f} ({(b / a - 1 if a else 0):+.1%})",
+                "",
+            )
+            for name, (a, b) in (
+                ("aggregator process", bench._quarters(rss_main)),
+                ("MQTT child", bench._quarters(rss_link)),
+            )
         ),
         (
             "lag publish → commit, median / worst (s)",
