@@ -88,7 +88,6 @@ def soak(args: argparse.Namespace) -> int:
             agg.wait_for(lambda r: bool(r.get("connected")), 120)
             pool = bench.PublisherPool(port)
             seqs = [0] * len(stream.layout.devices)
-            rss: list[int] = []
             rss_main: list[int] = []  # the aggregator process, then its MQTT child
             rss_link: list[int] = []
             lags: list[float] = []  # the aggregator's own: received, not yet committed
@@ -101,7 +100,6 @@ def soak(args: argparse.Namespace) -> int:
                 # Redeliveries found already stored count as duplicates, not progress.
                 done = int(snap["stored"]) + int(snap["dead_letters"])
                 main_kb, link_kb = agg.rss_split_kb()
-                rss.append(main_kb + link_kb)
                 rss_main.append(main_kb)
                 rss_link.append(link_kb)
                 lags.append(float(snap.get("lag_s") or 0.0))
@@ -144,7 +142,7 @@ def soak(args: argparse.Namespace) -> int:
 
     lost = total - distinct - letters
     duplicates = passages - distinct
-    q2, q4 = bench._quarters(rss)
+    q2, q4 = bench._quarters([m + c for m, c in zip(rss_main, rss_link, strict=True)])
     drift = q4 / q2 - 1
     worst_lag = max(e2e) if e2e else 0.0
     flat = abs(drift) <= FLAT_WITHIN
