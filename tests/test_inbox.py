@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, insert, select
 
-from aggregator.api.routes.inbox import list_inbox, mark_handled, unhandled_counts
+from aggregator.api.routes.inbox import _half, list_inbox, mark_handled, unhandled_counts
 from aggregator.auth import accounts
 from aggregator.auth.model import Officer, Scope
 from aggregator.db.schema import Role, audit_log, ward_notifications
@@ -88,6 +88,32 @@ def test_scope_filters_counts_and_marking(engine: Engine) -> None:
         assert {i.id for i in handled} == set(marked)
         assert all(i.handled_by == police.id for i in handled)
         assert len(list_inbox(conn, officer=police, handled=None)) == 3
+
+
+def test_all_view_merges_the_handled_and_unhandled_halves(engine: Engine) -> None:
+    """Both halves, newest first, cut at the limit; each half is read on its own index."""
+    seed(engine)
+    police = POLICE.model_copy(update={"id": None})
+    with engine.begin() as conn:
+        newest_first = list_inbox(conn, officer=police, handled=None)
+        # Mark the middle one: the two halves now interleave in time.
+        mark_handled(conn, officer=police, ids=[newest_first[1].id])
+        both = list_inbox(conn, officer=police, handled=None)
+        assert [i.id for i in both] == [i.id for i in newest_first]
+        assert [i.handled_at is not None for i in both] == [False, True, False]
+        assert [i.id for i in list_inbox(conn, officer=police, handled=None, limit=2)] == [
+            i.id for i in newest_first[:2]
+        ]
+        if conn.dialect.name == "sqlite":
+            for handled, index in ((False, "ix_ward_notifications_inbox"), (True, "_handled")):
+                statement = _half(police, None, handled, 100).compile(
+                    conn, compile_kwargs={"literal_binds": True}
+                )
+                plan = " ".join(
+                    str(r[-1])
+                    for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}").all()
+                )
+                assert index in plan, plan
 
 
 @pytest.fixture

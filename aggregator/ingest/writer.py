@@ -106,6 +106,10 @@ _PASSAGE_COLUMNS = (
 )
 
 
+# Event ids per existence probe: well under SQLite's 32,766 bound variables.
+_PROBE = 5_000
+
+
 def _passage_row(item: Accepted) -> tuple[Any, ...]:
     event, decision = item.event, item.decision
     return (
@@ -133,6 +137,8 @@ def _insert_passages(conn: Connection, items: Sequence[Accepted]) -> set[UUID]:
     # Sorted by key: concurrent transactions inserting overlapping events then
     # wait on each other in the same order instead of deadlocking.
     ordered = sorted(items, key=lambda item: item.event.event_id)
+    if conn.dialect.name == "sqlite":
+        return _insert_new_passages(conn, ordered)
     as_bound = {
         bind(conn, passages, _PASSAGE_COLUMNS, item.event.event_id, "event_id"): item.event.event_id
         for item in ordered
@@ -146,6 +152,28 @@ def _insert_passages(conn: Connection, items: Sequence[Accepted]) -> set[UUID]:
         returning="event_id",
     )
     return {as_bound[value] for value in returned}
+
+
+def _insert_new_passages(conn: Connection, ordered: Sequence[Accepted]) -> set[UUID]:
+    # SQLite: which events are stored already, in one probe, then a plain
+    # INSERT. ``RETURNING`` would hand back one row per sqlite3 step, and the
+    # driver releases and retakes the GIL around every step: 500 handovers a
+    # batch, each a wait behind whichever thread took the GIL meanwhile. The
+    # write transaction holds SQLite's write lock (BEGIN IMMEDIATE), so no
+    # other writer can store one of them in between; if one ever did, the
+    # INSERT fails on the key and the pipeline stores the batch event by event.
+    wanted = [item.event.event_id for item in ordered]
+    stored: set[UUID] = set()
+    for start in range(0, len(wanted), _PROBE):
+        chunk = wanted[start : start + _PROBE]
+        stored.update(
+            conn.execute(select(passages.c.event_id).where(passages.c.event_id.in_(chunk)))
+            .scalars()
+            .all()
+        )
+    new = [item for item in ordered if item.event.event_id not in stored]
+    insert_rows(conn, passages, _PASSAGE_COLUMNS, [_passage_row(item) for item in new])
+    return {item.event.event_id for item in new}
 
 
 def _insert_alerts(conn: Connection, items: Sequence[Accepted], now: datetime) -> list[RaisedAlert]:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Select, func, select, update
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.auth.audit import record_action, record_read
@@ -80,15 +80,9 @@ def _scoped(officer: Officer) -> list[Any]:
     return [] if clause is None else [clause]
 
 
-def list_inbox(
-    conn: Connection,
-    *,
-    officer: Officer,
-    kind: NotificationKind | None = None,
-    handled: bool | None = False,
-    limit: int = 100,
-) -> list[InboxItem]:
-    """Notifications in the officer's wards, newest first."""
+def _half(
+    officer: Officer, kind: NotificationKind | None, handled: bool, limit: int
+) -> Select[Any]:
     n = ward_notifications.c
     query = (
         select(
@@ -106,15 +100,42 @@ def list_inbox(
         )
         .join(wards, wards.c.code == n.ward_code)
         .outerjoin(citizens, citizens.c.id == n.citizen_id)
-        .where(n.kind.in_([k.value for k in INBOX_KINDS]), *_scoped(officer))
+        .where(
+            n.kind.in_([k.value for k in INBOX_KINDS]),
+            # Spelled as the partial indexes' conditions, so each half reads its own.
+            n.handled_at.is_not(None) if handled else n.handled_at.is_(None),
+            *_scoped(officer),
+        )
         .order_by(n.created_at.desc(), n.id.desc())
         .limit(limit)
     )
     if kind is not None:
         query = query.where(n.kind == NotificationKind(kind).value)
-    if handled is not None:
-        query = query.where(n.handled_at.is_not(None) if handled else n.handled_at.is_(None))
-    return [InboxItem.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+    return query
+
+
+def list_inbox(
+    conn: Connection,
+    *,
+    officer: Officer,
+    kind: NotificationKind | None = None,
+    handled: bool | None = False,
+    limit: int = 100,
+) -> list[InboxItem]:
+    """Notifications in the officer's wards, newest first.
+
+    ``handled`` None lists both kinds: the unhandled and the handled halves
+    are indexed apart (``ix_ward_notifications_inbox`` and ``_handled``), so
+    each is read newest first on its own index and the two are merged.
+    """
+    halves = [False, True] if handled is None else [handled]
+    rows = [
+        dict(row)
+        for half in halves
+        for row in conn.execute(_half(officer, kind, half, limit)).mappings()
+    ]
+    rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    return [InboxItem.model_validate(r) for r in rows[:limit]]
 
 
 def unhandled_counts(conn: Connection, *, officer: Officer) -> dict[str, int]:
