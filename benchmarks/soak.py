@@ -8,7 +8,11 @@ registry, the city simulator's Hà Nội traffic). First a short drain measures
 the rate this machine sustains; then scans are published live at
 ``--load`` (default 80 %) of it, or at ``--rate``, for ``--minutes``. Every
 second the aggregator's RSS (with its MQTT child; both are also printed
-apart) and ingest lag are sampled.
+apart) and ingest lag are sampled. The scans go out through
+:class:`~benchmarks.bench_ingest.RawPublisherPool` (MQTT framed by hand on
+plain sockets): the load generator shares the machine with the system under
+test, and paho's publisher took half a core of two from it. Its own CPU is
+printed with the results.
 
 It passes when, at the end:
 
@@ -86,7 +90,8 @@ def soak(args: argparse.Namespace) -> int:
         ):
             agg = bench._aggregator_child(workdir, registry, url)(port, "soak", 0)
             agg.wait_for(lambda r: bool(r.get("connected")), 120)
-            pool = bench.PublisherPool(port)
+            pool = bench.RawPublisherPool(port)
+            cpu0 = time.process_time()
             seqs = [0] * len(stream.layout.devices)
             rss_main: list[int] = []  # the aggregator process, then its MQTT child
             rss_link: list[int] = []
@@ -119,8 +124,11 @@ def soak(args: argparse.Namespace) -> int:
                     sample(now, i)
                     next_sample += 1.0
             pool.wait_acked(total)
-            pool.close()
             published_s = time.perf_counter() - t0
+            # The load generator's own share of the machine (it runs beside the system
+            # under test): this process, its publishing and sampling threads included.
+            generator_cpu = (time.process_time() - cpu0) / published_s
+            pool.close()
             deadline = time.monotonic() + 900
             while True:
                 snap = agg.snapshot()
@@ -184,6 +192,7 @@ def soak(args: argparse.Namespace) -> int:
             "the rest waited in the broker",
         ),
         ("verdicts sent", f"{int(final.get('verdicts_sent', 0)):,}", ""),
+        ("load generator's CPU while publishing", f"{generator_cpu:.0%} of a core", ""),
         ("redeliveries found stored", f"{int(final.get('duplicates', 0)):,}", ""),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
