@@ -115,7 +115,6 @@ class AggregatorService:
             self.verifier,
             clock_skew_threshold_s=s.clock_skew_threshold_s,
             device_skew=self._device_skew,
-            after_commit=self.checkpointer.between_writes,
         )
         self.consumer = IngestConsumer(
             options,

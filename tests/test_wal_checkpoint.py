@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,67 +122,3 @@ def test_postgresql_is_left_alone(engine: Engine) -> None:
     ckpt.stop()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar_one() == 1
-
-
-def _busy_writer_max_wal(engine: Engine, wal: Path, ckpt: WalCheckpointer, *, settle: bool) -> int:
-    """Commit without pause beside a reader, as ingest does; the largest WAL seen."""
-    stop = threading.Event()
-
-    def read() -> None:
-        while not stop.is_set():
-            with engine.connect() as conn:
-                conn.execute(text("SELECT max(k) FROM t")).scalar_one()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    largest = 0
-    try:
-        for i in range(150):
-            _write_one(engine, i)
-            if settle:
-                ckpt.between_writes()
-            largest = max(largest, wal.stat().st_size)
-    finally:
-        stop.set()
-        reader.join(timeout=10)
-    return largest
-
-
-def _write_one(engine: Engine, i: int, rows: int = 50) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO t (k, v) VALUES (:k, :v)"),
-            [{"k": i * rows + j, "v": "x" * 2000} for j in range(rows)],
-        )
-
-
-def test_a_writer_that_never_pauses_lets_the_wal_start_over(tmp_path: Path) -> None:
-    """Checkpoints beside a busy writer never complete; one between its commits does."""
-    bound = 512 * 1024
-    largest = {}
-    for settle in (False, True):
-        path = tmp_path / f"settle-{settle}.db"
-        engine = make_engine(f"sqlite:///{path}")
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)"))
-        ckpt = WalCheckpointer(
-            engine, interval_s=0.01, restart_above_bytes=bound, truncate_above_bytes=2**40
-        )
-        ckpt.start()
-        try:
-            # The WAL file keeps the size it reached (it is reused from its start).
-            largest[settle] = _busy_writer_max_wal(engine, Path(f"{path}-wal"), ckpt, settle=settle)
-        finally:
-            ckpt.stop()
-        assert ckpt.truncations == 0
-        assert (ckpt.settled > 0) is settle
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 150 * 50
-            assert conn.execute(text("PRAGMA integrity_check")).scalar_one() == "ok"
-        engine.dispose()
-    print(
-        f"busy writer, 150 commits of 100 KB beside a reader: largest WAL "
-        f"{largest[False] / 2**20:.1f} MiB with the thread's checkpoints alone, "
-        f"{largest[True] / 2**20:.1f} MiB with one between writes past {bound // 1024} KiB"
-    )
-    assert largest[True] < 4 * bound < largest[False]

@@ -9,24 +9,11 @@ engine's connections and runs ``PRAGMA wal_checkpoint(PASSIVE)`` every
 ``interval_s`` on its own connection: a passive checkpoint never blocks
 writers or readers, and the sqlite3 driver releases the GIL while it runs.
 
-A checkpoint running beside a writer that never pauses (ingest under load)
-can copy the frames that were there when it began, never the ones committed
-meanwhile, so it never completes; and SQLite starts the WAL over from its
-beginning only after a complete one. The WAL then grew by the store's full
-write rate (20 MB/s in the soak) until the truncating checkpoint below
-stopped the writer every 15 s. So the single writer calls
-:meth:`WalCheckpointer.between_writes` after each commit: once the WAL is
-past ``restart_above_bytes`` it runs one passive checkpoint itself, while it
-is not writing. The background thread has already copied nearly every frame,
-so this one is short, it completes, and the next transaction starts the WAL
-over: the file stays about that size.
-
-If the WAL has grown beyond ``truncate_above_bytes`` all the same (a reader
-held an old snapshot for long, so no checkpoint could finish), a
-``TRUNCATE`` checkpoint is tried, which waits at most the busy timeout for
-readers and writers, then gives the space back. If the thread stops, the
-automatic checkpoints come back for connections made after (``stop``
-restores them).
+If the WAL has grown beyond ``truncate_above_bytes`` (a reader held an old
+snapshot for long, so passive checkpoints could not finish), a ``TRUNCATE``
+checkpoint is tried, which waits at most the busy timeout for readers and
+writers, then gives the space back. If the thread stops, the automatic
+checkpoints come back for connections made after (``stop`` restores them).
 
 PostgreSQL and in-memory SQLite need none of this: :meth:`start` does nothing.
 """
@@ -46,7 +33,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 0.5
 DEFAULT_TRUNCATE_ABOVE = 256 * 2**20
-DEFAULT_RESTART_ABOVE = 32 * 2**20
 
 
 class WalCheckpointer:
@@ -58,19 +44,14 @@ class WalCheckpointer:
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         truncate_above_bytes: int = DEFAULT_TRUNCATE_ABOVE,
-        restart_above_bytes: int = DEFAULT_RESTART_ABOVE,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive: {interval_s}")
         self.engine = engine
         self.interval_s = interval_s
         self.truncate_above_bytes = truncate_above_bytes
-        self.restart_above_bytes = restart_above_bytes
         self.checkpoints = 0
         self.truncations = 0
-        self.settled = 0  # checkpoints run by the writer between its transactions
-        # One checkpoint at a time: the writer's never waits behind the thread's.
-        self._running = threading.Lock()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         url = engine.url
@@ -125,44 +106,18 @@ class WalCheckpointer:
             if raw is not None:
                 raw.close()
 
-    def _wal_bytes(self) -> int:
-        try:
-            return self._wal.stat().st_size if self._wal is not None else 0
-        except FileNotFoundError:
-            return 0
-
     def checkpoint(self, dbapi_connection: Any) -> None:
         """One passive checkpoint, or a truncating one when the WAL has grown too large."""
-        mode = "TRUNCATE" if self._wal_bytes() > self.truncate_above_bytes else "PASSIVE"
-        with self._running:
-            dbapi_connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        mode = "PASSIVE"
+        try:
+            if self._wal is not None and self._wal.stat().st_size > self.truncate_above_bytes:
+                mode = "TRUNCATE"
+        except FileNotFoundError:
+            pass
+        dbapi_connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         self.checkpoints += 1
         if mode == "TRUNCATE":
             self.truncations += 1
-
-    def between_writes(self) -> None:
-        """For the single writer, after a commit: let the WAL start over once it is large.
-
-        Does nothing while the thread is not running, the WAL is under
-        ``restart_above_bytes``, or the thread's own checkpoint is running.
-        Never raises: the batch before it is committed already.
-        """
-        if not self.active or self._wal_bytes() <= self.restart_above_bytes:
-            return
-        if not self._running.acquire(blocking=False):
-            return
-        try:
-            raw = self.engine.raw_connection()
-            try:
-                raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                raw.close()
-            self.settled += 1
-        # A locked or vanished file: the next commit, or the thread, tries again.
-        except Exception as exc:  # noqa: BLE001
-            log.warning("WAL checkpoint between writes failed: %s", exc)
-        finally:
-            self._running.release()
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:

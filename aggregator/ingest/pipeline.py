@@ -114,7 +114,6 @@ class IngestPipeline:
         clock_skew_threshold_s: float = 30.0,
         clock: Callable[[], datetime] = _now,
         device_skew: Callable[[str], float | None] | None = None,
-        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.verifier = verifier
@@ -124,8 +123,6 @@ class IngestPipeline:
         # state): unlike a scan, which may arrive late from an outbox, a
         # status is sent as it is made, so it reveals a clock running behind.
         self._device_skew = device_skew
-        # Run by the writer after each commit (the SQLite WAL's restart point).
-        self._after_commit = after_commit
 
     def prepare_one(
         self, item: Inbound, *, signed: tuple[str, Verification] | None = None
@@ -226,8 +223,6 @@ class IngestPipeline:
                 result = write_batch(
                     conn, accepted=looked.accepted, letters=looked.letters, now=self._clock()
                 )
-            if self._after_commit is not None:
-                self._after_commit()
             return BatchOutcome(result, looked.letters)
         # OverflowError: the sqlite3 driver refuses an integer beyond 64 bits
         # itself, before SQLAlchemy could wrap it as a DataError.
