@@ -106,10 +106,6 @@ _PASSAGE_COLUMNS = (
 )
 
 
-# Event ids per existence probe: well under SQLite's 32,766 bound variables.
-_PROBE = 5_000
-
-
 def _passage_row(item: Accepted) -> tuple[Any, ...]:
     event, decision = item.event, item.decision
     return (
@@ -162,15 +158,12 @@ def _insert_new_passages(conn: Connection, ordered: Sequence[Accepted]) -> set[U
     # write transaction holds SQLite's write lock (BEGIN IMMEDIATE), so no
     # other writer can store one of them in between; if one ever did, the
     # INSERT fails on the key and the pipeline stores the batch event by event.
+    # One probe: a batch holds at most 10,000 events (settings.batch_size), well
+    # under SQLite's 32,766 bound variables.
     wanted = [item.event.event_id for item in ordered]
-    stored: set[UUID] = set()
-    for start in range(0, len(wanted), _PROBE):
-        chunk = wanted[start : start + _PROBE]
-        stored.update(
-            conn.execute(select(passages.c.event_id).where(passages.c.event_id.in_(chunk)))
-            .scalars()
-            .all()
-        )
+    stored = set(
+        conn.execute(select(passages.c.event_id).where(passages.c.event_id.in_(wanted))).scalars()
+    )
     new = [item for item in ordered if item.event.event_id not in stored]
     insert_rows(conn, passages, _PASSAGE_COLUMNS, [_passage_row(item) for item in new])
     return {item.event.event_id for item in new}
