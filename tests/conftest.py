@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports aggregator.auth.passwords, and inherited by every process
+# a test starts: argon2-cffi's test profile instead of 0.1-0.2 s per hash and per
+# check (the suite makes hundreds). test_web_auth checks that production keeps the
+# real parameters and upgrades a cheap hash at login.
+os.environ.setdefault("KIEMDICH_INSECURE_CHEAP_HASHES", "1")
+
 pytest_plugins = [
     "tests.fixtures.keys",
     "tests.fixtures.db",

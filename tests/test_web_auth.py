@@ -7,18 +7,22 @@ PostgreSQL through the ``engine`` fixture.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select, update
 
-from aggregator.auth import accounts
+from aggregator.auth import accounts, passwords
 from aggregator.auth.accounts import LoginOutcome
 from aggregator.auth.cli import DEMO_ACCOUNTS
 from aggregator.auth.cli import main as officers_cli
@@ -152,6 +156,47 @@ def test_wrong_password_and_unknown_username_get_the_same_answer(
     assert f'value="{account.username}"' in wrong.text
     assert "not-the-password" not in wrong.text
     assert audit_actions(web_engine) == ["auth.login_failed", "auth.login_failed"]
+
+
+def test_production_hashes_with_argon2_defaults_and_upgrades_cheap_hashes_at_login(
+    make_officer: OfficerFactory, web_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process started without the test switch hashes with argon2-cffi's defaults.
+    env = {k: v for k, v in os.environ.items() if k != passwords.CHEAP_HASHES_ENV}
+    params = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from aggregator.auth import passwords as p; "
+            "h = p._hasher; print(h.time_cost, h.memory_cost, h.parallelism)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    default = PasswordHasher()
+    assert params == [str(default.time_cost), str(default.memory_cost), str(default.parallelism)]
+    assert default.memory_cost >= 64 * 1024 and default.time_cost >= 3
+
+    # A hash made with the test profile is replaced by a production one at the next login.
+    account = make_officer(Role.INVESTIGATOR)
+    monkeypatch.setattr(passwords, "_hasher", default)
+
+    def stored() -> str:
+        with web_engine.connect() as conn:
+            return conn.execute(
+                select(officers.c.password_hash).where(officers.c.username == account.username)
+            ).scalar_one()
+
+    cheap = stored()
+    assert passwords.needs_rehash(cheap)
+    with web_engine.begin() as conn:
+        result = accounts.authenticate(conn, username=account.username, password=account.password)
+    assert result.outcome is LoginOutcome.OK
+    upgraded = stored()
+    assert upgraded != cheap and f"m={default.memory_cost},t={default.time_cost}" in upgraded
+    assert not passwords.needs_rehash(upgraded)
 
 
 def test_login_form_without_its_csrf_cookie_is_refused(

@@ -2,14 +2,25 @@
 
 Only hashes are stored. :func:`burn_verify` spends the same time as a real
 check so that a login for an unknown username answers no faster than a wrong
-password (no username probing by timing).
+password (no username probing by timing). Device MQTT passwords
+(:mod:`aggregator.db.fleet`) are hashed here too.
+
+The parameters are argon2-cffi's defaults (RFC 9106 low-memory profile:
+64 MiB, 3 passes, 4 lanes), about 0.1-0.2 s per hash or check on a small
+server, which is the point. With ``KIEMDICH_INSECURE_CHEAP_HASHES=1`` in the
+environment the process uses argon2-cffi's ``CHEAPEST`` profile instead, made
+for test suites: ours hashes and checks hundreds of passwords, and spent
+minutes of its run in argon2. It is logged as a warning, and a hash made
+with it is upgraded at the account's next login (:func:`needs_rehash`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from functools import cache
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from aggregator.auth.problems import Problem
@@ -19,7 +30,23 @@ from contract.text import fold
 MIN_LENGTH = 10
 MAX_LENGTH = 256  # argon2 takes any length; this bounds the work a request can ask for
 
-_hasher = PasswordHasher()
+CHEAP_HASHES_ENV = "KIEMDICH_INSECURE_CHEAP_HASHES"
+
+log = logging.getLogger(__name__)
+
+
+def _make_hasher() -> PasswordHasher:
+    if os.environ.get(CHEAP_HASHES_ENV) == "1":
+        log.warning(
+            "%s=1: mật khẩu được băm với tham số yếu, chỉ dùng để kiểm thử / "
+            "passwords are hashed with weak parameters, for test suites only",
+            CHEAP_HASHES_ENV,
+        )
+        return PasswordHasher.from_parameters(profiles.CHEAPEST)
+    return PasswordHasher()
+
+
+_hasher = _make_hasher()
 
 
 def hash_password(password: str) -> str:

@@ -14,17 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
+from aggregator.auth.passwords import hash_password, verify_password
 from aggregator.db.schema import CheckpointKind, DeviceDirection, checkpoints, devices
 from contract.topics import DEVICE_ID_PATTERN
 
-_hasher = PasswordHasher()
 _ID = re.compile(DEVICE_ID_PATTERN)
 
 
@@ -141,7 +139,7 @@ def add_device(
             lane=lane,
             direction=DeviceDirection(direction).value,
             mqtt_username=id,
-            mqtt_password_hash=_hasher.hash(mqtt_password),
+            mqtt_password_hash=hash_password(mqtt_password),
         )
     )
 
@@ -151,12 +149,7 @@ def check_device_password(conn: Connection, *, device_id: str, password: str) ->
     stored = conn.execute(
         select(devices.c.mqtt_password_hash).where(devices.c.id == device_id)
     ).scalar_one_or_none()
-    if stored is None:
-        return False
-    try:
-        return _hasher.verify(stored, password)
-    except (VerificationError, InvalidHashError):
-        return False
+    return stored is not None and verify_password(stored, password)
 
 
 _DEVICE_FIELDS = tuple(DeviceRecord.model_fields)
