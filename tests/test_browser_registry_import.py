@@ -40,7 +40,7 @@ BAD = (
 def statuses(engine: Engine) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(select(citizens.c.identity_no, citizens.c.health_status))
-        return dict(rows.tuples().all())
+        return {identity_no: status for identity_no, status in rows}
 
 
 def upload(page: Any, content: str, *, dry_run: bool) -> None:
