@@ -76,8 +76,18 @@ log = logging.getLogger(__name__)
 # Verdicts in flight at once: paho's default, and mosquitto's default Receive
 # Maximum (paho cannot change it once connected, so it is not taken from CONNACK).
 OUTGOING_INFLIGHT = 20
+# QoS 1 publishes (alert notices; verdicts too if verdict_qos=1) paho may hold
+# at once, in flight or waiting for a slot. Under a backlog the broker's
+# acknowledgements come back behind thousands of scans, 20 at a time, and an
+# unbounded queue grew the MQTT child by ~20 MiB a minute (benchmarks/soak.py
+# at 3,000 scans/s). Past the bound a notice is refused and counted: the
+# screens' database poll still shows its alert.
+QUEUED_PUBLISHES = 1000
 # Messages the child forwards per frame at most.
 _CHUNK = 256
+# While paho's thread waits for room to hand messages on, it sends what it has
+# queued this often (see _Uplink.deliver).
+_FLUSH_EVERY_S = 0.005
 _HEADER = struct.Struct("!I")
 _RESTART_DELAY_S = 1.0
 
@@ -123,6 +133,7 @@ class PahoScanClient:
         self._stopping = False
         self._client = make_client(options, client_id=client_id, manual_ack=True)
         self._client.max_inflight_messages_set(OUTGOING_INFLIGHT)
+        self._client.max_queued_messages_set(QUEUED_PUBLISHES)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -149,8 +160,19 @@ class PahoScanClient:
                     skipped += 1
         return skipped
 
+    def flush(self) -> None:
+        """Write what paho has queued for the broker (verdicts, acknowledgements) now.
+
+        Only on paho's network thread, from inside a callback that has to wait:
+        that thread is the one that writes the socket, and while it waits
+        nothing else would.
+        """
+        if self._client.want_write():
+            self._client.loop_write()
+
     def publish(self, messages: Sequence[tuple[str, bytes, int]]) -> int:
-        """Publish ``(topic, payload, qos)``; returns how many paho refused (not connected)."""
+        """Publish ``(topic, payload, qos)``; returns how many paho refused (not connected,
+        or :data:`QUEUED_PUBLISHES` QoS 1 messages already waiting)."""
         refused = 0
         for topic, payload, qos in messages:
             if self._client.publish(topic, payload, qos=qos).rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -498,26 +520,41 @@ class _Uplink:
 
     Messages are bounded: when the parent does not take them (its inbox is
     full), paho's thread waits here, as it would on the inbox in-process.
-    Control frames (state, counts) are not, and go first: the thread reading
-    the parent's acknowledgements must never wait on the parent, which may be
-    waiting for room in its inbox.
+    While it waits it calls ``flush`` every few milliseconds: paho's thread is
+    the only one that writes the socket, so without it the verdicts and
+    acknowledgements the parent hands over would pile up in paho (they did,
+    by thousands, under a backlog) and the broker would wait for them.
+    Control frames (state, counts) are not bounded, and go first: the thread
+    reading the parent's acknowledgements must never wait on the parent,
+    which may be waiting for room in its inbox.
     """
 
-    def __init__(self, frames: Frames, capacity: int, checker: _Checker | None) -> None:
+    def __init__(
+        self,
+        frames: Frames,
+        capacity: int,
+        checker: _Checker | None,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
         self._frames = frames
         self._capacity = capacity
         self._checker = checker
+        self._flush = flush
         self._items: list[tuple[Any, ...]] = []
         self._control: list[tuple[Any, ...]] = []
         self._cond = threading.Condition()
         self._closed = False
 
     def deliver(self, messages: Sequence[Delivery]) -> None:
-        with self._cond:
-            while len(self._items) >= self._capacity and not self._closed:
-                self._cond.wait()
-            self._items.extend(tuple(m) for m in messages)
-            self._cond.notify_all()
+        while True:
+            with self._cond:
+                if len(self._items) < self._capacity or self._closed:
+                    self._items.extend(tuple(m) for m in messages)
+                    self._cond.notify_all()
+                    return
+                self._cond.wait(_FLUSH_EVERY_S if self._flush is not None else None)
+            if self._flush is not None:
+                self._flush()
 
     def control(self, frame: tuple[Any, ...]) -> None:
         with self._cond:
@@ -609,8 +646,18 @@ def child_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[link]: %(message)s")
     checker = None if checks is None else _Checker(*checks)
     # Holds at most what the broker lets us have unacknowledged (and then some).
-    uplink = _Uplink(frames, capacity=2 * (session.receive_maximum or 2000) + 100, checker=checker)
+    paho: PahoScanClient | None = None
 
+    def flush() -> None:
+        if paho is not None:
+            paho.flush()
+
+    uplink = _Uplink(
+        frames,
+        capacity=2 * (session.receive_maximum or 2000) + 100,
+        checker=checker,
+        flush=flush,
+    )
     paho = PahoScanClient(
         options,
         session,
