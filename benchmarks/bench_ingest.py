@@ -894,10 +894,13 @@ def _bare_child(workdir: Path, *, echo: bool = False) -> Callable[..., Child]:
 
 
 @contextmanager
-def sqlite_copy(registry: Registry, workdir: Path, name: str) -> Iterator[str]:
-    """A fresh copy of the cached SQLite registry, migrated to head."""
+def sqlite_copy(
+    registry: Registry, workdir: Path, name: str, *, source: Path | None = None
+) -> Iterator[str]:
+    """A fresh copy of the cached SQLite registry (or of ``source``, a store made
+    from it), migrated to head."""
     path = workdir / f"{name}.db"
-    shutil.copyfile(registry.sqlite_path, path)
+    shutil.copyfile(source or registry.sqlite_path, path)
     url = f"sqlite:///{path}"
     upgrade(url)
     try:

@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -87,29 +87,45 @@ def _citizens(n: int, rng: random.Random, ward_codes: tuple[int, ...]) -> Iterat
         }
 
 
-def _passage_rows(
-    n: int, citizens_n: int, rng: random.Random, sqlite: bool
+Gate = tuple[str, str, int, str]  # device id, checkpoint id, lane, direction
+
+
+def passage_rows(
+    n: int,
+    *,
+    citizens_n: int,
+    gates: Sequence[Gate],
+    weights: Sequence[float],
+    start: datetime,
+    span: timedelta,
+    rng: random.Random,
+    sqlite: bool,
 ) -> Iterator[tuple[object, ...]]:
-    span_us = DAYS * 86_400 * 1_000_000
-    # Sorted times with time-ordered ids: inserts append, as the ingest's UUIDv7 do.
+    """``n`` passages of citizens 1..``citizens_n`` at ``gates`` (chosen by ``weights``)
+    over ``span`` from ``start``, as rows for :data:`PASSAGE_COLUMNS`.
+
+    Times are sorted and ids are UUIDv7 of those times, so the load appends as
+    the ingest does. For SQLite, values are what SQLAlchemy stores (hex UUIDs,
+    naive ISO times with microseconds).
+    """
+    span_us = span / timedelta(microseconds=1)
     step = span_us / n
-    weights = [1 / (k + 1) for k in range(CHECKPOINTS)]  # a few busy gates, many quiet venues
-    cps = rng.choices(range(CHECKPOINTS), weights=weights, k=n)
+    picks = rng.choices(range(len(gates)), weights=weights, k=n)
     for i in range(n):
-        at = START + timedelta(microseconds=int(i * step + rng.random() * step))
+        at = start + timedelta(microseconds=int(i * step + rng.random() * step))
         ms = int(at.timestamp() * 1000)
         event = uuid.UUID(int=(ms << 80) | (0x7 << 76) | rng.getrandbits(76))
-        cp = cps[i]
+        device_id, checkpoint_id, lane, direction = gates[picks[i]]
         seen: object = at.replace(tzinfo=None).isoformat(sep=" ") if sqlite else at
         if sqlite and at.microsecond == 0:
             seen = f"{seen}.000000"
         yield (
             event.hex if sqlite else event,
-            f"dev-{cp:03d}",
-            f"cp-{cp:03d}",
+            device_id,
+            checkpoint_id,
             i,
-            0,
-            "in" if i % 2 else "out",
+            lane,
+            direction,
             seen,
             seen,
             None,
@@ -121,7 +137,23 @@ def _passage_rows(
         )
 
 
-_COLUMNS = (
+def _passage_rows(
+    n: int, citizens_n: int, rng: random.Random, sqlite: bool
+) -> Iterator[tuple[object, ...]]:
+    gates = [(f"dev-{k:03d}", f"cp-{k:03d}", 0, "in") for k in range(CHECKPOINTS)]
+    return passage_rows(
+        n,
+        citizens_n=citizens_n,
+        gates=gates,
+        weights=[1 / (k + 1) for k in range(CHECKPOINTS)],  # a few busy gates, many quiet venues
+        start=START,
+        span=timedelta(days=DAYS),
+        rng=rng,
+        sqlite=sqlite,
+    )
+
+
+PASSAGE_COLUMNS = (
     "event_id, device_id, checkpoint_id, seq, lane, direction, seen_at, received_at, "
     "declaration_id, citizen_id, verdict, reason, quality, clock_skew_s"
 )
@@ -156,7 +188,7 @@ def _load(engine: Engine, citizens_n: int, passages_n: int) -> None:
     started = time.monotonic()
     rows = _passage_rows(passages_n, citizens_n, rng, sqlite)
     if sqlite:
-        _bulk_sqlite(engine, rows)
+        bulk_sqlite(engine, rows)
     else:
         _bulk_postgres(engine, rows)
     seconds = time.monotonic() - started
@@ -170,7 +202,7 @@ def _secondary_indexes() -> list[Index]:
     return sorted(passages.indexes, key=lambda index: index.name or "")
 
 
-def _bulk_sqlite(engine: Engine, rows: Iterator[tuple[object, ...]]) -> None:
+def bulk_sqlite(engine: Engine, rows: Iterator[tuple[object, ...]]) -> None:
     """Append the generated passages, then build the indexes once, sorted.
 
     Maintaining two secondary indexes row by row over 10 M random citizen ids, with
@@ -178,7 +210,7 @@ def _bulk_sqlite(engine: Engine, rows: Iterator[tuple[object, ...]]) -> None:
     minutes. The rows are generated valid, so the checks are skipped for the load only.
     """
     marks = ", ".join("?" * 14)
-    insert = f"INSERT INTO passages ({_COLUMNS}) VALUES ({marks})"
+    insert = f"INSERT INTO passages ({PASSAGE_COLUMNS}) VALUES ({marks})"
     # The driver's own connection in autocommit mode: SQLAlchemy would open a
     # transaction first, and SQLite ignores PRAGMA foreign_keys inside one.
     raw = engine.raw_connection()
@@ -222,7 +254,7 @@ def _bulk_postgres(engine: Engine, rows: Iterator[tuple[object, ...]]) -> None:
         assert driver is not None
         with (
             driver.cursor() as cursor,
-            cursor.copy(f"COPY passages ({_COLUMNS}) FROM STDIN") as copy,
+            cursor.copy(f"COPY passages ({PASSAGE_COLUMNS}) FROM STDIN") as copy,
         ):
             for row in rows:
                 copy.write_row(row)

@@ -3,10 +3,17 @@
     .venv/bin/python -m benchmarks.soak [--minutes 10] [--rate N] [--quick]
 
 The same set-up as :mod:`benchmarks.bench_ingest` (private mosquitto, the
-aggregator in its own process on a fresh copy of the 1,000,000-person SQLite
-registry, the city simulator's Hà Nội traffic). First a short drain measures
-the rate this machine sustains; then scans are published live at
-``--load`` (default 80 %) of it, or at ``--rate``, for ``--minutes``. Every
+aggregator in its own process on a copy of the 1,000,000-person SQLite
+registry, the city simulator's Hà Nội traffic), except that the store is not
+empty: a store in service holds the passages of its retention window, and a
+store that grows from nothing runs faster at first than it can for long
+(each batch writes several times the pages once the indexes outgrow the
+cache). So the registry's copy first gets ``--history`` passages (default
+2,000,000, spread over the 27 days before, inside the 28 retention keeps; built once and cached
+beside the registry, in a minute or two). On a copy of that store a short
+drain measures the rate this machine sustains; then, on another copy, scans
+are published live at ``--load`` (default 80 %) of it, or at ``--rate``,
+for ``--minutes``. Every
 second the aggregator's RSS (with its MQTT child; both are also printed
 apart) and ingest lag are sampled. The scans go out through
 :class:`~benchmarks.bench_ingest.RawPublisherPool` (MQTT framed by hand on
@@ -32,18 +39,72 @@ Not part of ``make test`` (it takes the machine for ten minutes).
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from aggregator.db.migrate import upgrade
 from benchmarks import bench_ingest as bench
+from benchmarks import bench_tracing
+from simulators.city import build_layout
 
 FLAT_WITHIN = 0.05
+TICK_S = 0.002
+DEFAULT_HISTORY = 2_000_000
+# Inside the 28 days retention keeps (AggregatorSettings.retention_days), so the
+# aggregator's retention run deletes none of it during the soak.
+HISTORY_DAYS = 27
+
+
+def ensure_history(registry: bench.Registry, citizens: int, passages_n: int) -> Path | None:
+    """The cached registry plus ``passages_n`` passages of the last 27 days (built once).
+
+    The passages are those of the benchmark's gates, in time order with UUIDv7
+    ids (as ingest appends them), by citizens drawn uniformly from the
+    registry; loaded with the indexes dropped and built again after, as
+    :mod:`benchmarks.bench_tracing` does. None for no history.
+    """
+    if passages_n <= 0:
+        return None
+    path = registry.sqlite_path.with_name(f"history-{passages_n}.db")
+    if path.exists() and path.stat().st_mtime >= registry.sqlite_path.stat().st_mtime:
+        return path
+    print(f"adding {passages_n:,} passages of past traffic to the registry (once) ...", flush=True)
+    started = time.monotonic()
+    building = path.with_name(path.name + ".building")
+    shutil.copyfile(registry.sqlite_path, building)
+    url = f"sqlite:///{building}"
+    upgrade(url)
+    layout = build_layout(bench.GATES, seed=bench.SEED)
+    gates = [(d.id, d.checkpoint_id, d.lane, str(d.direction.value)) for d in layout.devices]
+    end = datetime.now(UTC) - timedelta(hours=1)
+    rows = bench_tracing.passage_rows(
+        passages_n,
+        citizens_n=citizens,
+        gates=gates,
+        weights=[1.0] * len(gates),
+        start=end - timedelta(days=HISTORY_DAYS),
+        span=timedelta(days=HISTORY_DAYS),
+        rng=random.Random(bench.SEED),
+        sqlite=True,
+    )
+    engine = create_engine(url)
+    try:
+        bench_tracing.bulk_sqlite(engine, rows)
+    finally:
+        engine.dispose()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{building}{suffix}").unlink(missing_ok=True)
+    building.replace(path)
+    print(f"   {passages_n:,} passages in {time.monotonic() - started:.0f} s", flush=True)
+    return path
 
 
 def _counts(db_url: str) -> tuple[int, int, int]:
@@ -64,6 +125,10 @@ def soak(args: argparse.Namespace) -> int:
     """Measure the sustainable rate, hold a share of it for ``minutes``, judge the run."""
     citizens = args.citizens or (20_000 if args.quick else 1_000_000)
     registry = bench.ensure_registry(citizens, postgres=False)
+    history_n = max(
+        0, args.history if args.history is not None else (0 if args.quick else DEFAULT_HISTORY)
+    )
+    history = ensure_history(registry, citizens, history_n)
     # As many scans as the benchmark's drain: a shorter one, on a fresh copy,
     # measures a rate the store cannot hold once it has grown.
     stream = bench.make_stream(registry, 100_000 if not args.quick else 5_000)
@@ -72,7 +137,7 @@ def soak(args: argparse.Namespace) -> int:
         rate = args.rate
         if rate is None:
             print("measuring the sustained SQLite rate (queued drain) ...", flush=True)
-            with bench.sqlite_copy(registry, workdir, "probe") as url:
+            with bench.sqlite_copy(registry, workdir, "probe", source=history) as url:
                 probe = bench.drain(
                     "probe",
                     stream,
@@ -85,7 +150,7 @@ def soak(args: argparse.Namespace) -> int:
         total = int(rate * seconds)
         print(f"soak: {rate:,.0f} scans/s for {seconds:.0f} s ({total:,} scans) ...", flush=True)
         with (
-            bench.sqlite_copy(registry, workdir, "soak") as url,
+            bench.sqlite_copy(registry, workdir, "soak", source=history) as url,
             bench.mosquitto(workdir / "broker") as port,
         ):
             agg = bench._aggregator_child(workdir, registry, url)(port, "soak", 0)
@@ -117,7 +182,10 @@ def soak(args: argparse.Namespace) -> int:
                 due = t0 + i / rate
                 now = time.perf_counter()
                 if due > now:
-                    time.sleep(due - now)
+                    # Woken a tick late, it publishes the scans due meanwhile back
+                    # to back: one wake-up per few scans, not one per scan (the
+                    # load generator shares the machine with what it measures).
+                    time.sleep(due - now + TICK_S)
                 _event_id, topic, payload = bench._scan_payload(stream, i, seqs)
                 pool.publish(topic, payload)
                 if now >= next_sample:
@@ -148,6 +216,9 @@ def soak(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    # The history's passages are distinct and not the soak's.
+    distinct -= history_n
+    passages -= history_n
     lost = total - distinct - letters
     duplicates = passages - distinct
     q2, q4 = bench._quarters([m + c for m, c in zip(rss_main, rss_link, strict=True)])
@@ -156,7 +227,8 @@ def soak(args: argparse.Namespace) -> int:
     flat = abs(drift) <= FLAT_WITHIN
     bounded = worst_lag <= args.max_lag
     print(
-        f"\n== soak: {citizens:,} citizens, {rate:,.0f} scans/s for {seconds:.0f} s "
+        f"\n== soak: {citizens:,} citizens, {history_n:,} passages before, "
+        f"{rate:,.0f} scans/s for {seconds:.0f} s "
         f"(published in {published_s:.0f} s: {total / published_s:,.0f}/s; "
         f"caught up {caught_up_s:.1f} s after)"
     )
@@ -209,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=float, default=0.8, help="share of the measured rate")
     parser.add_argument("--max-lag", type=float, default=5.0, help="worst lag allowed (s)")
     parser.add_argument("--citizens", type=int, help="registry size (default 1,000,000)")
-    parser.add_argument("--quick", action="store_true", help="20,000 citizens")
+    parser.add_argument(
+        "--history",
+        type=int,
+        help=f"passages in the store before the soak (default {DEFAULT_HISTORY:,}; 0 with --quick)",
+    )
+    parser.add_argument("--quick", action="store_true", help="20,000 citizens, no history")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
     return soak(parser.parse_args(argv))
 

@@ -36,7 +36,7 @@ def test_bulk_build_keeps_indexes_and_foreign_keys(engine: Engine) -> None:
     # A fresh connection checks foreign keys again (the load turned them off for itself).
     row = dict(
         zip(
-            [c.strip() for c in bench_tracing._COLUMNS.split(",")],
+            [c.strip() for c in bench_tracing.PASSAGE_COLUMNS.split(",")],
             next(bench_tracing._passage_rows(1, 300, random.Random(1), False)),
             strict=True,
         )
