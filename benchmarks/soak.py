@@ -259,6 +259,11 @@ def soak(args: argparse.Namespace) -> int:
             f"≤ {args.max_lag:g} s: {'yes' if bounded else 'NO'}",
         ),
         (
+            "  worst in each minute (s)",
+            " ".join(f"{max(e2e[k : k + 60]):.1f}" for k in range(0, len(e2e), 60)),
+            "publishing minutes, then the catch-up",
+        ),
+        (
             "  of it inside the aggregator (s)",
             f"{statistics.median(lags) if lags else 0:.2f} / {max(lags) if lags else 0:.2f}",
             "the rest waited in the broker",
