@@ -10,10 +10,14 @@ store that grows from nothing runs faster at first than it can for long
 (each batch writes several times the pages once the indexes outgrow the
 cache). So the registry's copy first gets ``--history`` passages (default
 2,000,000, spread over the 27 days before, inside the 28 retention keeps; built once and cached
-beside the registry, in a minute or two). On a copy of that store a short
-drain measures the rate this machine sustains; then, on another copy, scans
-are published live at ``--load`` (default 80 %) of it, or at ``--rate``,
-for ``--minutes``. Every
+beside the registry, in a minute or two). On copies of that store two
+probes measure the rate this machine sustains: a queued drain (the
+aggregator alone, as :mod:`benchmarks.bench_ingest` measures it), then
+scans published live at the drain's rate for 90 s, where the broker serves
+the gates' connections and the load generator takes its share of the same
+cores, as in the soak (the commit rate over the last minute). Then, on
+another copy, scans are published live at ``--load`` (default 80 %) of the
+lower of the two, or at ``--rate``, for ``--minutes``. Every
 second the aggregator's RSS (with its MQTT child; both are also printed
 apart) and ingest lag are sampled. The scans go out through
 :class:`~benchmarks.bench_ingest.RawPublisherPool` (MQTT framed by hand on
@@ -45,6 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,6 +62,7 @@ from simulators.city import build_layout
 
 FLAT_WITHIN = 0.05
 TICK_S = 0.002
+LIVE_PROBE_S = 90.0
 DEFAULT_HISTORY = 2_000_000
 # Inside the 28 days retention keeps (AggregatorSettings.retention_days), so the
 # aggregator's retention run deletes none of it during the soak.
@@ -121,6 +127,71 @@ def _counts(db_url: str) -> tuple[int, int, int]:
     return int(passages), int(distinct), int(letters)
 
 
+def _publish_live(
+    pool: bench.RawPublisherPool,
+    stream: bench.Stream,
+    *,
+    rate: float,
+    total: int,
+    t0: float,
+    on_second: Callable[[float, int], None],
+) -> None:
+    """Publish ``total`` scans, scan k at ``t0 + k / rate``; ``on_second(now, published)``
+    about once a second."""
+    seqs = [0] * len(stream.layout.devices)
+    next_sample = t0
+    for i in range(total):
+        due = t0 + i / rate
+        now = time.perf_counter()
+        if due > now:
+            # Woken a tick late, it publishes the scans due meanwhile back to
+            # back: one wake-up per few scans, not one per scan (the load
+            # generator shares the machine with what it measures).
+            time.sleep(due - now + TICK_S)
+        _event_id, topic, payload = bench._scan_payload(stream, i, seqs)
+        pool.publish(topic, payload)
+        if now >= next_sample:
+            on_second(now, i)
+            next_sample += 1.0
+
+
+def live_probe(
+    stream: bench.Stream,
+    workdir: Path,
+    registry: bench.Registry,
+    history: Path | None,
+    *,
+    rate: float,
+    seconds: float = LIVE_PROBE_S,
+) -> float:
+    """The commit rate while scans are published live at ``rate`` (above what the
+    machine holds) on a copy of the store: over the last two thirds, once the
+    backlog has built. The queued drain measures the aggregator alone; live,
+    the broker takes the gates' connections and the load generator its share
+    of the same cores, as in the soak."""
+    marks: list[tuple[float, int]] = []
+    with (
+        bench.sqlite_copy(registry, workdir, "live", source=history) as url,
+        bench.mosquitto(workdir / "live-broker") as port,
+    ):
+        agg = bench._aggregator_child(workdir, registry, url)(port, "live", 0)
+        agg.wait_for(lambda r: bool(r.get("connected")), 120)
+        pool = bench.RawPublisherPool(port)
+
+        def mark(now: float, _published: int) -> None:
+            snap = agg.snapshot()
+            marks.append((now, int(snap["stored"]) + int(snap["dead_letters"])))
+
+        try:
+            t0 = time.perf_counter()
+            _publish_live(pool, stream, rate=rate, total=int(rate * seconds), t0=t0, on_second=mark)
+        finally:
+            pool.close()
+            agg.stop()
+    (t1, n1), (t2, n2) = marks[len(marks) // 3], marks[-1]
+    return (n2 - n1) / (t2 - t1)
+
+
 def soak(args: argparse.Namespace) -> int:
     """Measure the sustainable rate, hold a share of it for ``minutes``, judge the run."""
     citizens = args.citizens or (20_000 if args.quick else 1_000_000)
@@ -144,8 +215,14 @@ def soak(args: argparse.Namespace) -> int:
                     workdir / "probe",
                     bench._aggregator_child(workdir, registry, url),
                 )
-            rate = max(50.0, probe.rate * args.load)
-            print(f"   drain {probe.rate:,.0f}/s → soak at {rate:,.0f}/s ({args.load:.0%})")
+            print(f"   drain {probe.rate:,.0f}/s; published live at that rate ...", flush=True)
+            live = live_probe(stream, workdir, registry, history, rate=probe.rate)
+            sustained = min(probe.rate, live)
+            rate = max(50.0, sustained * args.load)
+            print(
+                f"   committed live {live:,.0f}/s → soak at {rate:,.0f}/s "
+                f"({args.load:.0%} of {sustained:,.0f}/s)"
+            )
         seconds = args.minutes * 60
         total = int(rate * seconds)
         print(f"soak: {rate:,.0f} scans/s for {seconds:.0f} s ({total:,} scans) ...", flush=True)
@@ -157,13 +234,11 @@ def soak(args: argparse.Namespace) -> int:
             agg.wait_for(lambda r: bool(r.get("connected")), 120)
             pool = bench.RawPublisherPool(port)
             cpu0 = time.process_time()
-            seqs = [0] * len(stream.layout.devices)
             rss_main: list[int] = []  # the aggregator process, then its MQTT child
             rss_link: list[int] = []
             lags: list[float] = []  # the aggregator's own: received, not yet committed
             e2e: list[float] = []  # publication to commit, the broker's queue included
             t0 = time.perf_counter()
-            next_sample = t0
 
             def sample(now: float, published: int) -> None:
                 snap = agg.snapshot()
@@ -178,19 +253,7 @@ def soak(args: argparse.Namespace) -> int:
                 # has waited this long.
                 e2e.append(max(0.0, now - (t0 + done / rate)) if done < published else 0.0)
 
-            for i in range(total):
-                due = t0 + i / rate
-                now = time.perf_counter()
-                if due > now:
-                    # Woken a tick late, it publishes the scans due meanwhile back
-                    # to back: one wake-up per few scans, not one per scan (the
-                    # load generator shares the machine with what it measures).
-                    time.sleep(due - now + TICK_S)
-                _event_id, topic, payload = bench._scan_payload(stream, i, seqs)
-                pool.publish(topic, payload)
-                if now >= next_sample:
-                    sample(now, i)
-                    next_sample += 1.0
+            _publish_live(pool, stream, rate=rate, total=total, t0=t0, on_second=sample)
             pool.wait_acked(total)
             published_s = time.perf_counter() - t0
             # The load generator's own share of the machine (it runs beside the system
