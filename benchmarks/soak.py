@@ -49,7 +49,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -127,6 +128,20 @@ def _counts(db_url: str) -> tuple[int, int, int]:
     return int(passages), int(distinct), int(letters)
 
 
+@contextmanager
+def _live_rig(
+    registry: bench.Registry, workdir: Path, history: Path | None, name: str
+) -> Iterator[tuple[str, bench.Child, bench.RawPublisherPool]]:
+    """A copy of the store, a private broker, the aggregator connected, publishers."""
+    with (
+        bench.sqlite_copy(registry, workdir, name, source=history) as url,
+        bench.mosquitto(workdir / f"{name}-broker") as port,
+    ):
+        agg = bench._aggregator_child(workdir, registry, url)(port, name, 0)
+        agg.wait_for(lambda r: bool(r.get("connected")), 120)
+        yield url, agg, bench.RawPublisherPool(port)
+
+
 def _publish_live(
     pool: bench.RawPublisherPool,
     stream: bench.Stream,
@@ -170,13 +185,7 @@ def live_probe(
     the broker takes the gates' connections and the load generator its share
     of the same cores, as in the soak."""
     marks: list[tuple[float, int]] = []
-    with (
-        bench.sqlite_copy(registry, workdir, "live", source=history) as url,
-        bench.mosquitto(workdir / "live-broker") as port,
-    ):
-        agg = bench._aggregator_child(workdir, registry, url)(port, "live", 0)
-        agg.wait_for(lambda r: bool(r.get("connected")), 120)
-        pool = bench.RawPublisherPool(port)
+    with _live_rig(registry, workdir, history, "live") as (_url, agg, pool):
 
         def mark(now: float, _published: int) -> None:
             snap = agg.snapshot()
@@ -226,13 +235,7 @@ def soak(args: argparse.Namespace) -> int:
         seconds = args.minutes * 60
         total = int(rate * seconds)
         print(f"soak: {rate:,.0f} scans/s for {seconds:.0f} s ({total:,} scans) ...", flush=True)
-        with (
-            bench.sqlite_copy(registry, workdir, "soak", source=history) as url,
-            bench.mosquitto(workdir / "broker") as port,
-        ):
-            agg = bench._aggregator_child(workdir, registry, url)(port, "soak", 0)
-            agg.wait_for(lambda r: bool(r.get("connected")), 120)
-            pool = bench.RawPublisherPool(port)
+        with _live_rig(registry, workdir, history, "soak") as (url, agg, pool):
             cpu0 = time.process_time()
             rss_main: list[int] = []  # the aggregator process, then its MQTT child
             rss_link: list[int] = []
