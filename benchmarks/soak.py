@@ -138,8 +138,16 @@ def _live_rig(
         bench.mosquitto(workdir / f"{name}-broker") as port,
     ):
         agg = bench._aggregator_child(workdir, registry, url)(port, name, 0)
-        agg.wait_for(lambda r: bool(r.get("connected")), 120)
-        yield url, agg, bench.RawPublisherPool(port)
+        pool = None
+        try:
+            agg.wait_for(lambda r: bool(r.get("connected")), 120)
+            pool = bench.RawPublisherPool(port)
+            yield url, agg, pool
+        finally:
+            # Both are idempotent: the soak closes and stops them itself, in its order.
+            if pool is not None:
+                pool.close()
+            agg.stop()
 
 
 def _publish_live(
@@ -191,12 +199,8 @@ def live_probe(
             snap = agg.snapshot()
             marks.append((now, int(snap["stored"]) + int(snap["dead_letters"])))
 
-        try:
-            t0 = time.perf_counter()
-            _publish_live(pool, stream, rate=rate, total=int(rate * seconds), t0=t0, on_second=mark)
-        finally:
-            pool.close()
-            agg.stop()
+        t0 = time.perf_counter()
+        _publish_live(pool, stream, rate=rate, total=int(rate * seconds), t0=t0, on_second=mark)
     (t1, n1), (t2, n2) = marks[len(marks) // 3], marks[-1]
     return (n2 - n1) / (t2 - t1)
 
@@ -209,8 +213,8 @@ def soak(args: argparse.Namespace) -> int:
         0, args.history if args.history is not None else (0 if args.quick else DEFAULT_HISTORY)
     )
     history = ensure_history(registry, citizens, history_n)
-    # As many scans as the benchmark's drain: a shorter one, on a fresh copy,
-    # measures a rate the store cannot hold once it has grown.
+    # As many scans as the benchmark's drain: a shorter drain measures a rate
+    # the store cannot hold once it has grown.
     stream = bench.make_stream(registry, 100_000 if not args.quick else 5_000)
     workdir = Path(tempfile.mkdtemp(prefix="kd-soak-"))
     try:
