@@ -30,11 +30,11 @@ from sqlalchemy import Engine, select
 from starlette.routing import BaseRoute, Mount
 
 from aggregator.auth.audit import LOCAL_TZ
-from aggregator.db.schema import Role, ward_notifications
+from aggregator.db.schema import Role, citizens, ward_notifications
 from contract.token import Keyring, SigningKey
 from tests.conftest import Reliability
 from tests.fixtures.web import TEST_VENUE, LoggedIn, LoginFactory
-from tests.ingest_world import CHECKPOINT, OTHER_CHECKPOINT, World, build_world
+from tests.ingest_world import CHECKPOINT, OTHER_CHECKPOINT, OTHER_GATE, World, build_world
 from tests.test_web_alerts import CROP, ingest
 
 pytestmark = pytest.mark.reliability
@@ -193,21 +193,31 @@ PERSONAL: dict[Route, Check] = {
     # Tracing: by role, and by checkpoint for a scoped investigator.
     ("GET", "/api/trace/place"): Check(INVESTIGATOR, INVESTIGATOR_ELSEWHERE, F0_NAME),
     ("GET", "/api/trace/place.{fmt}"): Check(INVESTIGATOR, INVESTIGATOR_ELSEWHERE, F0_NAME),
-    ("GET", "/api/trace/citizens"): Check(INVESTIGATOR, WARD_POLICE, F0_NAME),
+    # A scoped investigator finds only the citizens within its scope (residents of
+    # its wards, people who passed its checkpoints): the F0 lives in ward 70 and
+    # passed there only, so ward 4's investigator finds nobody and is answered 404
+    # for the F0's route and contacts, as for an unknown id. Role refusals are
+    # checked in test_scoped_investigator_sees_only_citizens_within_scope.
+    ("GET", "/api/trace/citizens"): Check(
+        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, F0_NAME, outsider_gets=200
+    ),
     ("GET", "/api/trace/route"): Check(
-        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, CHECKPOINT, outsider_gets=200
+        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, CHECKPOINT, outsider_gets=404
     ),
     ("GET", "/api/trace/route.{fmt}"): Check(
-        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, "Chốt Pháp Vân", outsider_gets=200
+        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, "Chốt Pháp Vân", outsider_gets=404
     ),
     ("GET", "/api/trace/contacts"): Check(
-        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, "Nguyễn Văn An", outsider_gets=200
+        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, "Nguyễn Văn An", outsider_gets=404
     ),
     ("GET", "/api/trace/contacts.{fmt}"): Check(
-        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, "Nguyễn Văn An", outsider_gets=200
+        INVESTIGATOR, INVESTIGATOR_ELSEWHERE, "Nguyễn Văn An", outsider_gets=404
     ),
     ("POST", "/api/trace/contacts/mark-f1"): Check(
-        (Role.HEALTH_OFFICIAL, ()), WARD_POLICE, json={"source_citizen_id": 3, "citizen_ids": [2]}
+        (Role.HEALTH_OFFICIAL, ()),
+        INVESTIGATOR_ELSEWHERE,
+        outsider_gets=404,
+        json={"source_citizen_id": 3, "citizen_ids": [2]},
     ),
     # Registry updates: ward police only for their residents.
     ("POST", "/api/registry/status"): Check(
@@ -494,3 +504,46 @@ def _handled(engine: Engine, notification_id: int) -> bool:
             )
         ).scalar_one()
     return at is not None
+
+
+def test_scoped_investigator_sees_only_citizens_within_scope(
+    scene: Scene, login_by: LoginBy, web_engine: Engine, signing_key: SigningKey, keyring: Keyring
+) -> None:
+    """Ward 4's investigator finds its temporary residents, not ward 70's F0, until the
+    F0 passes a ward-4 checkpoint; refused people cannot be marked F1; ward police
+    have no tracing at all."""
+    world = scene.world
+    elsewhere = login_by(INVESTIGATOR_ELSEWHERE)
+    police = login_by(WARD_POLICE)
+
+    def search(q: str) -> list[str]:
+        answer = elsewhere.client.get(f"/api/trace/citizens?q={q}&{PURPOSE}")
+        assert answer.status_code == 200, answer.text
+        return sorted(hit["full_name"] for hit in answer.json())
+
+    # Temporary residents of ward 4 (binh, f0_tam_tru); nobody else of the nine "Nguyễn".
+    assert search("nguyen") == ["Nguyễn Văn Binh", "Nguyễn Văn F0_Tam_Tru"]
+    assert search(F0_IDENTITY) == []
+    for path in ("/api/trace/route", "/api/trace/contacts"):
+        answer = elsewhere.client.get(f"{path}?citizen_id=3&{WINDOW}&{PURPOSE}")
+        assert answer.status_code == 404 and F0_NAME not in answer.text, answer.text
+    an = world.people["an"].citizen_id
+    marked = elsewhere.send_json(
+        "POST", "/api/trace/contacts/mark-f1", {"source_citizen_id": 3, "citizen_ids": [an]}
+    )
+    assert marked.status_code == 404, marked.text
+    with web_engine.connect() as conn:
+        status = conn.execute(select(citizens.c.health_status).where(citizens.c.id == an))
+        assert status.scalar_one() == "none"
+    assert police.client.get(f"/api/trace/citizens?q=nguyen&{PURPOSE}").status_code == 403
+
+    # The F0 passes ward 4's gate: now within that investigator's scope, route
+    # limited to ward 4's checkpoint.
+    passed = world.scan(
+        world.people["f0"].token, device_id=OTHER_GATE, checkpoint_id=OTHER_CHECKPOINT
+    )
+    ingest(web_engine, keyring, [passed])
+    assert F0_NAME in search(F0_IDENTITY)
+    route = elsewhere.client.get(f"/api/trace/route?citizen_id=3&{WINDOW}&{PURPOSE}")
+    assert route.status_code == 200, route.text
+    assert [stop["checkpoint_id"] for stop in route.json()["stops"]] == [OTHER_CHECKPOINT]

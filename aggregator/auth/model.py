@@ -16,10 +16,10 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
-from sqlalchemy import ColumnElement, false, or_, select
+from sqlalchemy import ColumnElement, exists, false, or_, select
 
 from aggregator.auth.problems import Problem, custom_error
-from aggregator.db.schema import Role, ScopeKind, checkpoints, wards
+from aggregator.db.schema import Role, ScopeKind, checkpoints, citizens, passages, wards
 from contract.topics import CHECKPOINT_ID_PATTERN
 
 GLOBAL_ROLES = frozenset({Role.ADMIN, Role.COMMAND_CENTRE, Role.INVESTIGATOR, Role.HEALTH_OFFICIAL})
@@ -132,6 +132,29 @@ class Officer(BaseModel):
                 )
             )
         return or_(*clauses) if clauses else false()
+
+    def citizen_filter(self) -> ColumnElement[bool] | None:
+        """A WHERE clause on ``citizens`` keeping the people within scope; None when all are.
+
+        A person is within scope when they live (permanently or temporarily)
+        in a ward of the account's scope, or have a stored passage at one of
+        its checkpoints: a provincial investigator traces the province's
+        residents and whoever passed its gates, not the whole registry.
+        """
+        places = self.checkpoint_filter()
+        if places is None:
+            return None
+        passed = exists(
+            select(passages.c.event_id)
+            .join(checkpoints, checkpoints.c.id == passages.c.checkpoint_id)
+            .where(passages.c.citizen_id == citizens.c.id, places)
+        )
+        homes = [
+            clause
+            for column in (citizens.c.permanent_ward_code, citizens.c.temporary_ward_code)
+            if (clause := self.ward_filter(column)) is not None
+        ]
+        return or_(passed, *homes)
 
     def ward_filter(self, ward_code: ColumnElement[Any]) -> ColumnElement[bool] | None:
         """A WHERE clause keeping rows whose ``ward_code`` column is in scope; None when all are."""

@@ -15,7 +15,18 @@ from itertools import islice
 from typing import Any, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import JSON, Column, Connection, Select, Table, bindparam, func, select, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    func,
+    select,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 
 from aggregator.db.schema import (
@@ -326,7 +337,9 @@ def _prefix_upper_bound(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def search_citizen_query(folded_prefix: str, *, limit: int) -> Select[Any]:
+def search_citizen_query(
+    folded_prefix: str, *, limit: int, where: ColumnElement[bool] | None = None
+) -> Select[Any]:
     """The statement behind :func:`search_citizens` for an already folded, non-empty prefix."""
     if not folded_prefix:
         raise ValueError("empty search prefix")
@@ -335,26 +348,34 @@ def search_citizen_query(folded_prefix: str, *, limit: int) -> Select[Any]:
         .where(
             citizens.c.full_name_folded >= folded_prefix,
             citizens.c.full_name_folded < _prefix_upper_bound(folded_prefix),
+            *(() if where is None else (where,)),
         )
         .order_by(citizens.c.full_name_folded, citizens.c.id)
         .limit(limit)
     )
 
 
-def search_citizens(conn: Connection, *, name_query: str, limit: int = 50) -> list[Citizen]:
+def search_citizens(
+    conn: Connection,
+    *,
+    name_query: str,
+    limit: int = 50,
+    where: ColumnElement[bool] | None = None,
+) -> list[Citizen]:
     """Citizens whose name starts with ``name_query``, ignoring diacritics, case and spacing.
 
     "nguyen van an" finds "Nguyễn Văn An" (and "Nguyễn Văn Anh"); "dang" finds
     "Đặng ...". Vietnamese names start with the family name, so a prefix is
     how officers search, and it is a range scan on the folded-name index on
-    both backends. An empty query finds nobody.
+    both backends. An empty query finds nobody. ``where`` (a clause on
+    ``citizens``) keeps only the people it admits, before the limit.
     """
     if limit < 1:
         raise ValueError(f"limit must be positive: {limit}")
     folded = fold(name_query)
     if not folded:
         return []
-    rows = conn.execute(search_citizen_query(folded, limit=limit)).mappings()
+    rows = conn.execute(search_citizen_query(folded, limit=limit, where=where)).mappings()
     return [Citizen.model_validate(dict(row)) for row in rows]
 
 

@@ -315,17 +315,40 @@ def _people(conn: Connection, ids: Collection[int]) -> dict[int, PersonRow]:
     }
 
 
-def find_citizens(conn: Connection, *, query: str, limit: int = 20) -> list[Citizen]:
+def find_citizens(
+    conn: Connection,
+    *,
+    query: str,
+    limit: int = 20,
+    scope: ColumnElement[bool] | None = None,
+) -> list[Citizen]:
     """Citizens an investigator means by ``query``: a 12-digit identity number, or a name prefix.
 
     The name search ignores diacritics and case ("nguyen van an" finds
     "Nguyễn Văn An"); see :func:`aggregator.db.registry.search_citizens`.
+    ``scope`` (:meth:`~aggregator.auth.model.Officer.citizen_filter`) hides
+    everyone outside the officer's scope, as if they did not exist.
     """
     digits = "".join(ch for ch in query if not ch.isspace() and ch != ".")
     if len(digits) == 12 and digits.isascii() and digits.isdigit():
         found = get_citizen_by_identity(conn, identity_no=digits)
-        return [found] if found is not None else []
-    return search_citizens(conn, name_query=query, limit=limit)
+        if found is None or not visible_citizens(conn, [found.id], scope=scope):
+            return []
+        return [found]
+    return search_citizens(conn, name_query=query, limit=limit, where=scope)
+
+
+def visible_citizens(
+    conn: Connection, citizen_ids: Collection[int], *, scope: ColumnElement[bool] | None
+) -> set[int]:
+    """Those of ``citizen_ids`` that exist and that ``scope`` admits (None: every one)."""
+    ids = list(dict.fromkeys(citizen_ids))
+    if not ids:
+        return set()
+    query = select(citizens.c.id).where(citizens.c.id.in_(ids))
+    if scope is not None:
+        query = query.where(scope)
+    return set(conn.execute(query).scalars())
 
 
 def citizen_route(

@@ -11,6 +11,9 @@
 Who: investigators, health officials and administrators. An account with
 scopes (a provincial investigator) sees passages at the checkpoints of its
 scope only; a checkpoint outside it is refused like an unknown one (403).
+It finds, traces and marks only the citizens within its scope (residents of
+its wards, or people with a passage at its checkpoints); anyone else is
+answered like an unknown id (404).
 Ward police are not given tracing: they learn of their residents' passages
 and status changes through their ward's notifications, and a city-wide
 "who was there" list is the investigator's tool, not a ward's. Marking F1
@@ -56,6 +59,7 @@ from aggregator.db.tracing import (
     likely_contacts,
     mark_contacts_f1,
     place_passages,
+    visible_citizens,
 )
 from aggregator.web import i18n_trace
 from aggregator.web.exports import ExportFormat, export
@@ -112,6 +116,20 @@ def _scope_ids(conn: Connection, officer: Officer) -> dict[str, CheckpointPlace]
     if officer.unrestricted:
         return None
     return checkpoint_places(conn, scope=officer.checkpoint_filter())
+
+
+def _check_citizens(conn: Connection, officer: Officer, citizen_ids: list[int]) -> None:
+    """Refuse (404, as for an unknown id) any citizen outside the officer's scope.
+
+    A scoped account sees the residents of its wards and whoever passed its
+    checkpoints; anyone else's name, birth date and status stay hidden, and
+    cannot be set to F1 from there.
+    """
+    scope = officer.citizen_filter()
+    if scope is None:
+        return
+    if len(visible_citizens(conn, citizen_ids, scope=scope)) < len(set(citizen_ids)):
+        raise refuse(404, "citizen_not_found", "trace.error.citizen")
 
 
 def _check_place(conn: Connection, officer: Officer, checkpoint_id: str) -> CheckpointPlace:
@@ -356,7 +374,8 @@ def citizens_json(
     text = _purpose(purpose)
 
     def work(conn: Connection) -> list[CitizenHit]:
-        found = [CitizenHit.of(c) for c in find_citizens(conn, query=q, limit=20)]
+        scope = officer.citizen_filter()
+        found = [CitizenHit.of(c) for c in find_citizens(conn, query=q, limit=20, scope=scope)]
         record_read(
             conn,
             officer=officer,
@@ -383,6 +402,7 @@ def _route(
     action: str,
 ) -> Route:
     def work(conn: Connection) -> Route:
+        _check_citizens(conn, officer, [citizen_id])
         scope = _scope_ids(conn, officer)
         try:
             route = citizen_route(
@@ -511,6 +531,7 @@ def _contacts(
     action: str,
 ) -> Contacts:
     def work(conn: Connection) -> Contacts:
+        _check_citizens(conn, officer, [citizen_id])
         scope = _scope_ids(conn, officer)
         try:
             found = likely_contacts(
@@ -661,6 +682,7 @@ def mark_f1(request: Request, officer: F1Marker, engine: EngineDep, body: MarkF1
         raise refuse(400, "source_in_contacts", "trace.error.source_in_contacts")
 
     def work(conn: Connection) -> list[F1Marked]:
+        _check_citizens(conn, officer, [body.source_citizen_id, *body.citizen_ids])
         try:
             return mark_contacts_f1(
                 conn,
