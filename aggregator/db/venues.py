@@ -536,8 +536,32 @@ def next_seq(conn: Connection, *, device_id: str) -> int:
     return int(drawn)
 
 
+# What a venue's staff may be told: the colour, and the reason only when it is
+# about the code itself (forged, expired...), never about the person's health —
+# they are not health officers (the alert carries the reason to those who are).
+DOOR_CODES = frozenset(
+    {
+        VerdictCode.FORGED,
+        VerdictCode.MALFORMED,
+        VerdictCode.EXPIRED,
+        VerdictCode.NOT_YET_VALID,
+        VerdictCode.UNKNOWN_DECLARATION,
+        VerdictCode.UNKNOWN_CITIZEN,
+    }
+)
+
+
+def door_code(reason: VerdictCode | str) -> VerdictCode | None:
+    """The verdict's reason if a venue may see it (see :data:`DOOR_CODES`), else None."""
+    code = VerdictCode(reason)
+    return code if code in DOOR_CODES else None
+
+
 class VenuePassage(BaseModel):
-    """One check-in as the venue's manager sees it: when, the verdict, the visitor's initials."""
+    """One check-in as the venue's manager sees it: when, the verdict, the visitor's initials.
+
+    ``code`` is the reason only when it is about the code (:data:`DOOR_CODES`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -545,7 +569,7 @@ class VenuePassage(BaseModel):
     seq: int
     seen_at: datetime
     verdict: Color
-    reason: VerdictCode
+    code: VerdictCode | None
     initials: str | None
 
 
@@ -613,7 +637,7 @@ def venue_day(
             seq=r["seq"],
             seen_at=r["seen_at"],
             verdict=r["verdict"],
-            reason=r["reason"],
+            code=door_code(r["reason"]),
             initials=initials(r["full_name"]) if r["full_name"] else None,
         )
         for r in rows[:limit]

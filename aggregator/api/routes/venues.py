@@ -67,6 +67,7 @@ from aggregator.db.venues import (
     VenueDetails,
     VenuePassage,
     check_in,
+    door_code,
     find_manager,
     get_venue,
     list_venues,
@@ -99,18 +100,6 @@ register_nav("/venues", "nav.venues", set(VENUE_ROLES), order=15)
 
 PURPOSE_VENUE_DAY = "lượt vào trong ngày tại địa điểm / a venue's check-ins of the day"
 PUBLIC_PATH = "/dia-diem"
-# What the door may be told: the colour, and the reason only when it is about the
-# code itself (forged, expired...), never about the person's health.
-_CODE_SHOWN = frozenset(
-    {
-        VerdictCode.FORGED,
-        VerdictCode.MALFORMED,
-        VerdictCode.EXPIRED,
-        VerdictCode.NOT_YET_VALID,
-        VerdictCode.UNKNOWN_DECLARATION,
-        VerdictCode.UNKNOWN_CITIZEN,
-    }
-)
 _KEYRING_LOCK = threading.Lock()
 
 
@@ -209,10 +198,10 @@ def venue_headline(color: Color, lang: Lang) -> str:
 
 def check_in_out(result: CheckIn, lang: Lang) -> CheckInOut:
     """The answer for the door (a health reason is never named)."""
-    shown = result.code in _CODE_SHOWN
+    shown = door_code(result.code)
     detail = (
-        t(f"code.{result.code.value}", lang)
-        if shown
+        t(f"code.{shown.value}", lang)
+        if shown is not None
         else t(f"venue.verdict.{result.color.value}.detail", lang)
     )
     return CheckInOut(
@@ -223,7 +212,7 @@ def check_in_out(result: CheckIn, lang: Lang) -> CheckInOut:
         color=result.color,
         headline=venue_headline(result.color, lang),
         detail=detail,
-        code=result.code if shown else None,
+        code=shown,
         duplicate=result.duplicate,
         repeat=result.repeat,
     )
