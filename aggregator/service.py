@@ -72,7 +72,7 @@ def _engine(settings: AggregatorSettings) -> Engine:
     if url.get_backend_name() == "postgresql":
         # A readiness probe or a retry must fail in seconds, not hang on a dead server.
         return make_engine(url, connect_args={"connect_timeout": _PG_CONNECT_TIMEOUT_S})
-    return make_engine(url)
+    return make_engine(url, sqlite_cache_mib=settings.sqlite_cache_mib)
 
 
 class AggregatorService:

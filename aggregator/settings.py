@@ -20,7 +20,7 @@ from typing import Any, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aggregator.db.engine import default_url, normalize_url
+from aggregator.db.engine import DEFAULT_SQLITE_CACHE_MIB, default_url, normalize_url
 
 ENV_PREFIX = "KIEMDICH_"
 
@@ -72,6 +72,13 @@ class AggregatorSettings(BaseSettings):
         default=True, description="wait for the database, then apply migrations, at start"
     )
     db_wait_s: float = Field(default=60.0, ge=0, description="how long start waits for the DB")
+    sqlite_cache_mib: int = Field(
+        default=DEFAULT_SQLITE_CACHE_MIB,
+        ge=1,
+        le=4096,
+        description="SQLite page cache per connection (MiB); each busy thread's connection "
+        "fills it over the first minutes on a large store",
+    )
 
     # --- broker -----------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"

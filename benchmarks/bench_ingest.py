@@ -1101,10 +1101,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child == "aggregator":
-        import os as _os
-
-        if _os.environ.get("KD_SWITCH"):
-            sys.setswitchinterval(float(_os.environ["KD_SWITCH"]))
         return child_aggregator(args)
     if args.child == "bare":
         return child_bare(args)

@@ -17,7 +17,12 @@ from sqlalchemy import Connection, Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from aggregator.db import migrate
-from aggregator.db.engine import make_engine, normalize_url, write_transaction
+from aggregator.db.engine import (
+    DEFAULT_SQLITE_CACHE_MIB,
+    make_engine,
+    normalize_url,
+    write_transaction,
+)
 from aggregator.db.schema import (
     checkpoints,
     citizens,
@@ -184,9 +189,37 @@ def test_sqlite_connection_pragmas(tmp_path: Path) -> None:
         "foreign_keys": 1,
         "synchronous": 1,
         "busy_timeout": 10000,
-        "cache_size": -64 * 1024,  # KiB: 64 MiB per connection
+        "cache_size": -DEFAULT_SQLITE_CACHE_MIB * 1024,  # KiB, per connection
     }
     assert (tmp_path / "nested" / "dir" / "k.db").exists()
+
+
+def test_sqlite_cache_size_comes_from_the_aggregator_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``KIEMDICH_SQLITE_CACHE_MIB`` reaches every connection of the service's engine;
+    a value out of range is refused by the settings, not by SQLite."""
+    from pydantic import ValidationError
+
+    from aggregator.service import AggregatorService
+    from aggregator.settings import AggregatorSettings
+
+    monkeypatch.setenv("KIEMDICH_SQLITE_CACHE_MIB", "8")
+    settings = AggregatorSettings(
+        environment="development",
+        db_url=f"sqlite:///{tmp_path / 'k.db'}",
+        keyring_path=tmp_path / "keyring.json",
+    )
+    assert settings.sqlite_cache_mib == 8
+    engine = AggregatorService(settings).engine
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -8 * 1024
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("KIEMDICH_SQLITE_CACHE_MIB", "0")
+    with pytest.raises(ValidationError, match="sqlite_cache_mib"):
+        AggregatorSettings(environment="development", db_url=f"sqlite:///{tmp_path / 'k.db'}")
 
 
 def test_read_then_write_survives_a_commit_in_between(tmp_path: Path) -> None:
