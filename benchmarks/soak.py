@@ -205,6 +205,14 @@ def live_probe(
     return (n2 - n1) / (t2 - t1)
 
 
+def _per_minute(samples_kb: list[int]) -> str:
+    """Mean RSS of each minute of 1 s samples, in MiB: shows a plateau or a climb."""
+    return " ".join(
+        f"{bench._mb(statistics.fmean(samples_kb[k : k + 60])):.0f}"
+        for k in range(0, len(samples_kb), 60)
+    )
+
+
 def soak(args: argparse.Namespace) -> int:
     """Measure the sustainable rate, hold a share of it for ``minutes``, judge the run."""
     citizens = args.citizens or (20_000 if args.quick else 1_000_000)
@@ -322,6 +330,10 @@ def soak(args: argparse.Namespace) -> int:
                 ("aggregator process", bench._quarters(rss_main)),
                 ("MQTT child", bench._quarters(rss_link)),
             )
+        ),
+        *(
+            (f"  {name}, mean of each minute (MiB)", _per_minute(samples), "")
+            for name, samples in (("aggregator process", rss_main), ("MQTT child", rss_link))
         ),
         (
             "lag publish → commit, median / worst (s)",
